@@ -1,0 +1,305 @@
+import { diag } from '@opentelemetry/api';
+import { type Cause, type CauseInput, toCause } from './cause.ts';
+import { type ContextDoneError, DeadlineExceededError, errorFor } from './errors.ts';
+import { activeValue, runWith } from './scope.ts';
+
+/**
+ * A request's deadline and cancellation, in the manner of Go's context.Context.
+ * Contexts form a tree: a child never outlives its parent's deadline, and a parent's
+ * end ends every descendant with the parent's cause. The first cause wins.
+ */
+export interface Context {
+  /** The absolute deadline in epoch milliseconds, or undefined when there is none. */
+  readonly deadline: number | undefined;
+  /** The W3C trace id of the request this context belongs to, when known. */
+  readonly traceId: string | undefined;
+  /** True once the context is cancelled or past its deadline. */
+  readonly done: boolean;
+  /** Why the context ended, or undefined while it is live. */
+  readonly cause: Cause | undefined;
+  /** The typed error describing the end (its `cause` is `cause`), or undefined while live. */
+  readonly error: ContextDoneError | undefined;
+  /** An AbortSignal that aborts with `error` when the context ends, for fetch, timers, fs and gRPC. */
+  readonly signal: AbortSignal;
+  /** Milliseconds left before the deadline (0 once past it), or Infinity when there is none. */
+  remaining(): number;
+  /** Throws `error` when the context is done. */
+  throwIfDone(): void;
+  /**
+   * Calls `fn` once when the context ends (at once if it already has), like Go's AfterFunc.
+   * Returns a function that unregisters it.
+   */
+  onDone(fn: (error: ContextDoneError) => void): () => void;
+  /** Runs `fn` with this context as `current()`, through every await and callback it starts. */
+  run<T>(fn: () => T): T;
+}
+
+/** A context its creator can end; disposing it (`using`) or `release()` cancels it and frees its timer. */
+export interface CancelableContext extends Context, Disposable {
+  /** Ends the context and its descendants with `cause` (default `cancelled`); later calls do nothing. */
+  cancel(cause?: CauseInput): void;
+  /** Cancels the context if it is still live and frees its timer and its link to the parent. */
+  release(): void;
+}
+
+const CANCELLED: Cause = Object.freeze({ code: 'cancelled' });
+const DEADLINE_EXCEEDED: Cause = Object.freeze({ code: 'deadline_exceeded' });
+// setTimeout holds at most a signed 32-bit delay; longer deadlines re-arm on wake-up.
+const MAX_TIMER_DELAY = 2 ** 31 - 1;
+
+function onTimer(node: Node): void {
+  node.timerFired();
+}
+
+/**
+ * The one implementation of Context. It allocates no timer, no AbortController and no
+ * link to its parent until someone observes it (signal, onDone, or an observed child):
+ * until then its state is computed on demand from the clock and its parent.
+ */
+class Node implements CancelableContext {
+  readonly parent: Node | undefined;
+  readonly deadline: number | undefined;
+  readonly #traceId: string | undefined;
+  #error: ContextDoneError | undefined;
+  #doneAt = 0;
+  #observed = false;
+  #timer: NodeJS.Timeout | undefined;
+  #controller: AbortController | undefined;
+  #callbacks: Set<(error: ContextDoneError) => void> | undefined;
+  #children: Set<Node> | undefined;
+
+  constructor(parent: Node | undefined, deadline: number | undefined, traceId: string | undefined) {
+    this.parent = parent;
+    this.deadline = deadline;
+    this.#traceId = traceId;
+  }
+
+  get traceId(): string | undefined {
+    return this.#traceId ?? this.parent?.traceId;
+  }
+
+  get done(): boolean {
+    return this.#settle() !== undefined;
+  }
+
+  get cause(): Cause | undefined {
+    return this.#settle()?.cause;
+  }
+
+  get error(): ContextDoneError | undefined {
+    return this.#settle();
+  }
+
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#settle() !== undefined) this.#controller.abort(this.#error);
+      else this.#observe();
+    }
+    return this.#controller.signal;
+  }
+
+  remaining(): number {
+    return this.deadline === undefined ? Number.POSITIVE_INFINITY : Math.max(0, this.deadline - Date.now());
+  }
+
+  throwIfDone(): void {
+    const error = this.#settle();
+    if (error !== undefined) throw error;
+  }
+
+  onDone(fn: (error: ContextDoneError) => void): () => void {
+    const error = this.#settle();
+    if (error !== undefined) {
+      invoke(fn, error);
+      return noop;
+    }
+    this.#callbacks ??= new Set();
+    this.#callbacks.add(fn);
+    this.#observe();
+    return () => {
+      if (this.#callbacks?.delete(fn)) this.#unobserveIfIdle();
+    };
+  }
+
+  run<T>(fn: () => T): T {
+    return runWith(this, fn);
+  }
+
+  cancel(cause?: CauseInput): void {
+    if (this.#settle() !== undefined) return;
+    const normalized = cause === undefined ? CANCELLED : toCause(cause);
+    this.#finish(errorFor(normalized), Date.now());
+  }
+
+  release(): void {
+    this.cancel();
+  }
+
+  [Symbol.dispose](): void {
+    this.cancel();
+  }
+
+  timerFired(): void {
+    this.#timer = undefined;
+    if (this.#settle() === undefined) this.#armTimer();
+  }
+
+  /**
+   * Brings the state up to date and returns the error when done. An observed context is
+   * told of its parent's end, so it only checks its own deadline (a timer may run late).
+   */
+  #settle(): ContextDoneError | undefined {
+    if (this.#error !== undefined) return this.#error;
+    const parent = this.parent;
+    const parentError = this.#observed || parent === undefined ? undefined : parent.#settle();
+    const deadline = this.deadline;
+    if (deadline !== undefined && Date.now() >= deadline) {
+      if (parentError !== undefined && parent !== undefined && parent.#doneAt <= deadline) {
+        this.#finish(parentError, parent.#doneAt);
+      } else {
+        this.#finish(new DeadlineExceededError(DEADLINE_EXCEEDED), deadline);
+      }
+    } else if (parentError !== undefined && parent !== undefined) {
+      this.#finish(parentError, parent.#doneAt);
+    }
+    return this.#error;
+  }
+
+  /** Starts the machinery that ends the context on time: its timer and its link to the parent. */
+  #observe(): void {
+    if (this.#observed) return;
+    this.#observed = true;
+    this.#armTimer();
+    const parent = this.parent;
+    if (parent !== undefined) {
+      if (parent.#settle() !== undefined) {
+        this.#finish(parent.#error as ContextDoneError, parent.#doneAt);
+        return;
+      }
+      parent.#children ??= new Set();
+      parent.#children.add(this);
+      parent.#observe();
+    }
+  }
+
+  /** Undoes #observe when nothing watches this context any more, so an idle parent keeps no timer. */
+  #unobserveIfIdle(): void {
+    if (!this.#observed || this.#controller !== undefined) return;
+    if ((this.#callbacks?.size ?? 0) > 0 || (this.#children?.size ?? 0) > 0) return;
+    this.#observed = false;
+    this.#clearTimer();
+    this.#unlink();
+  }
+
+  #armTimer(): void {
+    const deadline = this.deadline;
+    // A parent with the same deadline has a timer of its own that will end this context too.
+    if (deadline === undefined || deadline === this.parent?.deadline) return;
+    const delay = Math.min(Math.max(0, deadline - Date.now()), MAX_TIMER_DELAY);
+    this.#timer = setTimeout(onTimer, delay, this);
+    this.#timer.unref();
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+
+  #unlink(): void {
+    const parent = this.parent;
+    if (parent === undefined) return;
+    if (parent.#children?.delete(this)) parent.#unobserveIfIdle();
+  }
+
+  #finish(error: ContextDoneError, at: number): void {
+    if (this.#error !== undefined) return;
+    this.#error = error;
+    this.#doneAt = at;
+    this.#clearTimer();
+    this.#unlink();
+    const children = this.#children;
+    const callbacks = this.#callbacks;
+    this.#children = undefined;
+    this.#callbacks = undefined;
+    if (children !== undefined) for (const child of children) child.#finish(error, at);
+    this.#controller?.abort(error);
+    if (callbacks !== undefined) for (const fn of callbacks) invoke(fn, error);
+  }
+}
+
+function noop(): void {}
+
+function invoke(fn: (error: ContextDoneError) => void, error: ContextDoneError): void {
+  try {
+    fn(error);
+  } catch (thrown) {
+    // One faulty callback must neither stop the others nor throw into whoever cancelled.
+    diag.error('ctxflow: onDone callback threw', thrown);
+  }
+}
+
+const BACKGROUND = new Node(undefined, undefined, undefined);
+
+/** The root context: no deadline, never cancelled. `current()` returns it outside any `run`. */
+export function background(): Context {
+  return BACKGROUND;
+}
+
+/**
+ * Creates a child of `parent` ending at `deadline` (epoch ms; the parent's when earlier).
+ * `traceId` overrides the inherited one, for contexts that start a request.
+ */
+export function newContext(parent: Context, deadline?: number, traceId?: string): CancelableContext {
+  const node = asNode(parent);
+  const parentDeadline = node.deadline;
+  let effective = deadline;
+  if (effective === undefined || (parentDeadline !== undefined && parentDeadline < effective)) {
+    effective = parentDeadline;
+  }
+  return new Node(node, effective, traceId);
+}
+
+/** A child of `parent` that ends when cancelled or when the parent ends. */
+export function withCancel(parent: Context): CancelableContext {
+  return newContext(parent);
+}
+
+/** A child of `parent` that ends at `deadline` (epoch ms), or earlier if the parent does. */
+export function withDeadline(parent: Context, deadline: number | Date): CancelableContext {
+  const at = typeof deadline === 'number' ? deadline : deadline.getTime();
+  if (Number.isNaN(at))
+    throw new RangeError('ctxflow: withDeadline needs a valid date or epoch milliseconds');
+  return newContext(parent, at);
+}
+
+/** A child of `parent` that ends `ms` milliseconds from now, or earlier if the parent does. */
+export function withTimeout(parent: Context, ms: number): CancelableContext {
+  if (Number.isNaN(ms)) throw new RangeError('ctxflow: withTimeout needs a number of milliseconds');
+  return newContext(parent, Date.now() + ms);
+}
+
+/**
+ * A context with the parent's trace but neither its deadline nor its cancellation,
+ * for work that must outlive the request (audit logs, cache fills).
+ */
+export function withoutCancel(parent: Context): Context {
+  return new Node(undefined, undefined, parent.traceId);
+}
+
+/** The context bound to the current async flow, or `background()` outside any `run`. */
+export function current(): Context {
+  return (activeValue() as Context | undefined) ?? BACKGROUND;
+}
+
+/** Runs `fn` with `ctx` as `current()`, through every await and callback it starts. */
+export function run<T>(ctx: Context, fn: () => T): T {
+  return runWith(ctx, fn);
+}
+
+function asNode(ctx: Context): Node {
+  if (ctx instanceof Node) return ctx;
+  throw new TypeError('ctxflow: contexts must come from ctxflow (current(), background(), with*())');
+}

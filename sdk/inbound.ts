@@ -1,0 +1,56 @@
+import type { Context as OtelContext, TextMapGetter } from '@opentelemetry/api';
+import type { CauseCode } from './cause.ts';
+import { background, type CancelableContext, newContext } from './context.ts';
+import { extractContext } from './propagation.ts';
+import { CONTEXT_KEY } from './scope.ts';
+import { DEFAULT_MAX_INBOUND_MS, type WireOptions } from './wire.ts';
+
+/** How a server side of an adapter turns an inbound call into a context. */
+export interface InboundOptions extends WireOptions {
+  /** This service's own budget per call in milliseconds; the earlier of it and the caller's wins. */
+  budgetMs?: number;
+  /** Honour the caller's deadline headers. Default true; set false at a public edge. */
+  trustInbound?: boolean;
+}
+
+/** An inbound call's context and the OpenTelemetry context to run its handler in. */
+export interface InboundCall {
+  /** The call's context; the adapter ends it when the transport does and releases it after. */
+  readonly ctx: CancelableContext;
+  /** The OpenTelemetry context holding `ctx` (and the remote trace parent when no span is active). */
+  readonly otelContext: OtelContext;
+  /** The cause to use when the caller goes away: `upstream_cancelled` from a ctxflow hop, else `client_disconnected`. */
+  readonly callerGoneCause: CauseCode;
+}
+
+/**
+ * Builds the context of an inbound call: the trace from the carrier, and a deadline that is the
+ * earliest of the caller's (when trusted), the transport's own (`transportDeadline`, e.g.
+ * grpc-timeout) and this service's budget, each capped at `maxInboundMs`.
+ */
+export function acceptInbound(
+  carrier: unknown,
+  getter: TextMapGetter,
+  options: InboundOptions = {},
+  transportDeadline?: number,
+): InboundCall {
+  const inbound = extractContext(carrier, getter, options);
+  const trusted = options.trustInbound ?? true;
+  const now = Date.now();
+  const cap = now + (options.maxInboundMs ?? DEFAULT_MAX_INBOUND_MS);
+  let deadline = trusted ? earliest(inbound.deadline, transportDeadline) : undefined;
+  if (deadline !== undefined && deadline > cap) deadline = cap;
+  if (options.budgetMs !== undefined) deadline = earliest(deadline, now + options.budgetMs);
+  const ctx = newContext(background(), deadline, inbound.traceId);
+  return {
+    ctx,
+    otelContext: inbound.otelContext.setValue(CONTEXT_KEY, ctx),
+    callerGoneCause: trusted && inbound.deadline !== undefined ? 'upstream_cancelled' : 'client_disconnected',
+  };
+}
+
+function earliest(a: number | undefined, b: number | undefined): number | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return Math.min(a, b);
+}
