@@ -1,0 +1,46 @@
+import assert from 'node:assert/strict';
+import { after, it } from 'node:test';
+import { metrics } from '@opentelemetry/api';
+import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
+import { decodeCause, inboundDeadline } from './wire.ts';
+
+class Reader extends MetricReader {
+  protected override async onForceFlush(): Promise<void> {}
+  protected override async onShutdown(): Promise<void> {}
+}
+
+const reader = new Reader();
+metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
+after(() => metrics.disable());
+
+async function rejected(): Promise<Record<string, number>> {
+  const { resourceMetrics } = await reader.collect();
+  const counts: Record<string, number> = {};
+  for (const scope of resourceMetrics.scopeMetrics) {
+    for (const metric of scope.metrics) {
+      if (metric.descriptor.name !== 'ctxflow.inbound.rejected') continue;
+      for (const point of metric.dataPoints) {
+        counts[`${point.attributes.header}/${point.attributes.reason}`] = point.value as number;
+      }
+    }
+  }
+  return counts;
+}
+
+it('counts every ignored or clamped inbound value by header and reason', async () => {
+  inboundDeadline('-1', undefined);
+  inboundDeadline('123456789', undefined);
+  inboundDeadline(['1', '2'], undefined);
+  inboundDeadline('70000', undefined);
+  inboundDeadline(undefined, '12');
+  decodeCause('<b>');
+  inboundDeadline('100', undefined);
+  assert.deepEqual(await rejected(), {
+    'ctx-timeout/malformed': 1,
+    'ctx-timeout/too_large': 1,
+    'ctx-timeout/duplicate': 1,
+    'ctx-timeout/clamped': 1,
+    'ctx-deadline/malformed': 1,
+    'ctx-cancel-reason/malformed': 1,
+  });
+});
