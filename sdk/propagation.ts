@@ -9,7 +9,7 @@ import {
 } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { background, type Context, newContext } from './context.ts';
-import { CONTEXT_KEY } from './scope.ts';
+import { CONTEXT_KEY, ensureContextManager } from './scope.ts';
 import {
   DEADLINE_HEADER,
   DEFAULT_RESERVE_MS,
@@ -102,6 +102,8 @@ export interface Inbound {
  * started a server span, its context is kept; otherwise the remote trace parent is extracted.
  */
 export function extractContext(carrier: unknown, getter: TextMapGetter, options: WireOptions = {}): Inbound {
+  // The caller runs its handler in the returned context: that needs a working context manager.
+  ensureContextManager();
   const active = otel.active();
   const otelContext =
     trace.getSpan(active) === undefined ? tracePropagator().extract(active, carrier, getter) : active;
