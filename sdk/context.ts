@@ -1,6 +1,6 @@
 import { diag } from '@opentelemetry/api';
 import { type Cause, type CauseInput, toCause } from './cause.ts';
-import { type ContextDoneError, DeadlineExceededError, errorFor } from './errors.ts';
+import { type ContextDoneError, errorFor } from './errors.ts';
 import { activeValue, runWith } from './scope.ts';
 
 /**
@@ -60,6 +60,8 @@ class Node implements CancelableContext {
   readonly parent: Node | undefined;
   readonly deadline: number | undefined;
   readonly #traceId: string | undefined;
+  #cause: Cause | undefined;
+  // Made on first use: capturing a stack costs microseconds, and most ends are never inspected.
   #error: ContextDoneError | undefined;
   #doneAt = 0;
   #observed = false;
@@ -83,17 +85,20 @@ class Node implements CancelableContext {
   }
 
   get cause(): Cause | undefined {
-    return this.#settle()?.cause;
+    return this.#settle();
   }
 
   get error(): ContextDoneError | undefined {
-    return this.#settle();
+    const cause = this.#settle();
+    if (cause === undefined) return undefined;
+    this.#error ??= errorFor(cause);
+    return this.#error;
   }
 
   get signal(): AbortSignal {
     if (this.#controller === undefined) {
       this.#controller = new AbortController();
-      if (this.#settle() !== undefined) this.#controller.abort(this.#error);
+      if (this.#settle() !== undefined) this.#controller.abort(this.error);
       else this.#observe();
     }
     return this.#controller.signal;
@@ -104,14 +109,12 @@ class Node implements CancelableContext {
   }
 
   throwIfDone(): void {
-    const error = this.#settle();
-    if (error !== undefined) throw error;
+    if (this.#settle() !== undefined) throw this.error;
   }
 
   onDone(fn: (error: ContextDoneError) => void): () => void {
-    const error = this.#settle();
-    if (error !== undefined) {
-      invoke(fn, error);
+    if (this.#settle() !== undefined) {
+      invoke(fn, this.error as ContextDoneError);
       return noop;
     }
     this.#callbacks ??= new Set();
@@ -128,8 +131,7 @@ class Node implements CancelableContext {
 
   cancel(cause?: CauseInput): void {
     if (this.#settle() !== undefined) return;
-    const normalized = cause === undefined ? CANCELLED : toCause(cause);
-    this.#finish(errorFor(normalized), Date.now());
+    this.#finish(cause === undefined ? CANCELLED : toCause(cause), Date.now());
   }
 
   release(): void {
@@ -146,24 +148,24 @@ class Node implements CancelableContext {
   }
 
   /**
-   * Brings the state up to date and returns the error when done. An observed context is
+   * Brings the state up to date and returns the cause when done. An observed context is
    * told of its parent's end, so it only checks its own deadline (a timer may run late).
    */
-  #settle(): ContextDoneError | undefined {
-    if (this.#error !== undefined) return this.#error;
+  #settle(): Cause | undefined {
+    if (this.#cause !== undefined) return this.#cause;
     const parent = this.parent;
-    const parentError = this.#observed || parent === undefined ? undefined : parent.#settle();
+    const parentCause = this.#observed || parent === undefined ? undefined : parent.#settle();
     const deadline = this.deadline;
     if (deadline !== undefined && Date.now() >= deadline) {
-      if (parentError !== undefined && parent !== undefined && parent.#doneAt <= deadline) {
-        this.#finish(parentError, parent.#doneAt);
+      if (parentCause !== undefined && parent !== undefined && parent.#doneAt <= deadline) {
+        this.#finish(parentCause, parent.#doneAt);
       } else {
-        this.#finish(new DeadlineExceededError(DEADLINE_EXCEEDED), deadline);
+        this.#finish(DEADLINE_EXCEEDED, deadline);
       }
-    } else if (parentError !== undefined && parent !== undefined) {
-      this.#finish(parentError, parent.#doneAt);
+    } else if (parentCause !== undefined && parent !== undefined) {
+      this.#finish(parentCause, parent.#doneAt);
     }
-    return this.#error;
+    return this.#cause;
   }
 
   /** Starts the machinery that ends the context on time: its timer and its link to the parent. */
@@ -173,8 +175,9 @@ class Node implements CancelableContext {
     this.#armTimer();
     const parent = this.parent;
     if (parent !== undefined) {
-      if (parent.#settle() !== undefined) {
-        this.#finish(parent.#error as ContextDoneError, parent.#doneAt);
+      const parentCause = parent.#settle();
+      if (parentCause !== undefined) {
+        this.#finish(parentCause, parent.#doneAt);
         return;
       }
       parent.#children ??= new Set();
@@ -214,9 +217,9 @@ class Node implements CancelableContext {
     if (parent.#children?.delete(this)) parent.#unobserveIfIdle();
   }
 
-  #finish(error: ContextDoneError, at: number): void {
-    if (this.#error !== undefined) return;
-    this.#error = error;
+  #finish(cause: Cause, at: number): void {
+    if (this.#cause !== undefined) return;
+    this.#cause = cause;
     this.#doneAt = at;
     this.#clearTimer();
     this.#unlink();
@@ -224,9 +227,9 @@ class Node implements CancelableContext {
     const callbacks = this.#callbacks;
     this.#children = undefined;
     this.#callbacks = undefined;
-    if (children !== undefined) for (const child of children) child.#finish(error, at);
-    this.#controller?.abort(error);
-    if (callbacks !== undefined) for (const fn of callbacks) invoke(fn, error);
+    if (children !== undefined) for (const child of children) child.#finish(cause, at);
+    if (this.#controller !== undefined) this.#controller.abort(this.error);
+    if (callbacks !== undefined) for (const fn of callbacks) invoke(fn, this.error as ContextDoneError);
   }
 }
 
