@@ -1,0 +1,91 @@
+// Smoke test of the test infrastructure itself: the real broker and the real Jaeger.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { test } from 'node:test';
+import { context, ROOT_CONTEXT } from '@opentelemetry/api';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { SimpleSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
+import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
+import { Kafka, type KafkaMessage, logLevel } from 'kafkajs';
+import { jaeger, kafkaBrokers, waitForTrace } from './support/infra.ts';
+
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+test('Kafka: a message with headers goes through the broker', { timeout: 60_000 }, async (t) => {
+  const brokers = kafkaBrokers(t);
+  if (!brokers) return;
+  const topic = `ctxflow-infra-${randomUUID()}`;
+  // The first group join logs a transient "coordinator not available" error; failures still surface as rejections.
+  const kafka = new Kafka({ clientId: 'ctxflow-infra-test', brokers, logLevel: logLevel.NOTHING });
+  const admin = kafka.admin();
+  const producer = kafka.producer();
+  const consumer = kafka.consumer({ groupId: `${topic}-group` });
+  t.after(() => Promise.allSettled([admin.disconnect(), producer.disconnect(), consumer.disconnect()]));
+
+  await admin.connect();
+  await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+  await consumer.connect();
+  await consumer.subscribe({ topics: [topic], fromBeginning: true });
+  const received = new Promise<KafkaMessage>((resolve, reject) => {
+    consumer.on(consumer.events.CRASH, ({ payload }) => reject(payload.error));
+    // From ROOT: the consumer loop must not run inside this test's context.
+    context
+      .with(ROOT_CONTEXT, () => consumer.run({ eachMessage: async ({ message }) => resolve(message) }))
+      .catch(reject);
+  });
+
+  await producer.connect();
+  await producer.send({
+    topic,
+    messages: [{ key: 'k', value: 'hello', headers: { 'x-ctxflow-test': 'yes', repeated: ['a', 'b'] } }],
+  });
+  const message = await within(received, 30_000, 'consume the message');
+
+  assert.equal(message.key?.toString(), 'k');
+  assert.equal(message.value?.toString(), 'hello');
+  assert.equal(message.headers?.['x-ctxflow-test']?.toString(), 'yes');
+  const repeated = message.headers?.repeated;
+  assert.ok(Array.isArray(repeated), 'a repeated header arrives as an array');
+  assert.deepEqual(
+    repeated.map((value) => value.toString()),
+    ['a', 'b'],
+  );
+});
+
+test('Jaeger: a span exported over OTLP/HTTP can be read back', { timeout: 30_000 }, async (t) => {
+  const endpoints = jaeger(t);
+  if (!endpoints) return;
+  const serviceName = `ctxflow-infra-test-${randomUUID().slice(0, 8)}`;
+  const provider = new TracerProvider({
+    resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: serviceName }),
+    spanProcessors: [
+      new SimpleSpanProcessor({
+        exporter: new OTLPTraceExporter({ url: `${endpoints.otlpEndpoint}/v1/traces` }),
+      }),
+    ],
+  });
+  const span = provider
+    .getTracer('ctxflow-infra-test')
+    .startSpan('infra-smoke', { attributes: { 'ctxflow.check': 'yes', 'ctxflow.count': 42 } }, ROOT_CONTEXT);
+  span.addEvent('halfway');
+  span.end();
+  await provider.shutdown(); // flushes the export
+
+  const { traceId, spanId } = span.spanContext();
+  const trace = await waitForTrace(endpoints.url, traceId);
+  const stored = trace.spans.find((s) => s.spanID === spanId);
+  assert.ok(stored, 'the exported span is in the trace');
+  assert.equal(stored.operationName, 'infra-smoke');
+  assert.equal(trace.processes[stored.processID]?.serviceName, serviceName);
+  const tags = Object.fromEntries(stored.tags.map(({ key, value }) => [key, value]));
+  assert.equal(tags['ctxflow.check'], 'yes');
+  assert.equal(tags['ctxflow.count'], 42);
+  assert.ok(stored.logs.some((log) => log.fields.some((f) => f.key === 'event' && f.value === 'halfway')));
+});

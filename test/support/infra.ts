@@ -1,0 +1,94 @@
+/**
+ * Endpoints of the test infrastructure, for integration tests.
+ *
+ * scripts/test.ts starts Kafka and Jaeger (scripts/infra.ts) and exports KAFKA_BROKERS, JAEGER_URL
+ * and OTEL_EXPORTER_OTLP_ENDPOINT; running a test file alone works after
+ * `eval "$(npm run -s infra -- up)"`. When a service is unavailable the test is skipped with the
+ * reason, except under CI=true, where missing infrastructure fails the test.
+ */
+import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/** Set by scripts/test.ts to say why a service was not started (e.g. a missing tool). */
+export const UNAVAILABLE_ENV = {
+  kafka: 'CTXFLOW_KAFKA_UNAVAILABLE',
+  jaeger: 'CTXFLOW_JAEGER_UNAVAILABLE',
+} as const;
+
+/** Skips the current test with `reason`, or fails it under CI=true. Returns undefined for `return unavailable(...)`. */
+export function unavailable(t: TestContext, reason: string): undefined {
+  if (process.env.CI === 'true') assert.fail(`${reason} (CI=true: required)`);
+  t.skip(reason);
+  return undefined;
+}
+
+function notStarted(service: keyof typeof UNAVAILABLE_ENV, variable: string): string {
+  return (
+    process.env[UNAVAILABLE_ENV[service]] ??
+    `${variable} is not set: run the tests with npm test, or eval "$(npm run -s infra -- up)" first`
+  );
+}
+
+/** Kafka bootstrap servers, or undefined when the test was skipped. */
+export function kafkaBrokers(t: TestContext): string[] | undefined {
+  const brokers = process.env.KAFKA_BROKERS;
+  if (!brokers) return unavailable(t, notStarted('kafka', 'KAFKA_BROKERS'));
+  return brokers.split(',');
+}
+
+export interface JaegerEndpoints {
+  /** Base URL of the query API, e.g. http://127.0.0.1:16686. */
+  url: string;
+  /** Base URL of the OTLP/HTTP receiver; traces go to `${otlpEndpoint}/v1/traces`. */
+  otlpEndpoint: string;
+}
+
+/** Jaeger's endpoints, or undefined when the test was skipped. */
+export function jaeger(t: TestContext): JaegerEndpoints | undefined {
+  const url = process.env.JAEGER_URL;
+  const otlpEndpoint = process.env.OTEL_EXPORTER_OTLP_ENDPOINT;
+  if (!url || !otlpEndpoint) return unavailable(t, notStarted('jaeger', 'JAEGER_URL'));
+  return { url, otlpEndpoint };
+}
+
+/** A trace as GET /api/traces/{traceId} returns it (the parts tests look at). */
+export interface JaegerTrace {
+  traceID: string;
+  spans: {
+    traceID: string;
+    spanID: string;
+    operationName: string;
+    processID: string;
+    references: { refType: string; traceID: string; spanID: string }[];
+    tags: { key: string; type: string; value: unknown }[];
+    logs: { timestamp: number; fields: { key: string; type: string; value: unknown }[] }[];
+  }[];
+  processes: Record<string, { serviceName: string; tags: { key: string; value: unknown }[] }>;
+}
+
+/**
+ * Polls Jaeger until the trace holds at least `minSpans` spans: Jaeger batches writes, so a
+ * just-exported span shows up after a short delay.
+ */
+export async function waitForTrace(
+  jaegerUrl: string,
+  traceId: string,
+  { minSpans = 1, timeoutMs = 10_000 } = {},
+): Promise<JaegerTrace> {
+  const deadline = performance.now() + timeoutMs;
+  let last = 'no response';
+  while (performance.now() < deadline) {
+    const response = await fetch(`${jaegerUrl}/api/traces/${traceId}`, { signal: AbortSignal.timeout(2000) });
+    if (response.ok) {
+      const { data } = (await response.json()) as { data: JaegerTrace[] };
+      const found = data[0];
+      if (found && found.spans.length >= minSpans) return found;
+      last = `${found?.spans.length ?? 0} spans`;
+    } else {
+      last = `HTTP ${response.status}`;
+    }
+    await sleep(200);
+  }
+  throw new Error(`trace ${traceId} not in Jaeger after ${timeoutMs} ms (last: ${last})`);
+}
