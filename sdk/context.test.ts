@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { getEventListeners } from 'node:events';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { context as otel, trace } from '@opentelemetry/api';
 import { trackTimers } from '../test/support/timers.ts';
 import {
   background,
@@ -15,6 +16,7 @@ import {
   withoutCancel,
   withTimeout,
 } from './index.ts';
+import { ensureContextManager } from './scope.ts';
 
 describe('deadlines', () => {
   it('a child never outlives its parent', () => {
@@ -258,5 +260,23 @@ describe('run and current', () => {
       inner.run(() => assert.equal(current(), inner));
       assert.equal(current(), outer);
     });
+  });
+});
+
+describe('trace id', () => {
+  it('a root context takes the active span trace id; children inherit it', () => {
+    ensureContextManager();
+    const spanContext = {
+      traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
+      spanId: '00f067aa0ba902b7',
+      traceFlags: 1,
+    };
+    const root = otel.with(trace.setSpanContext(otel.active(), spanContext), () =>
+      withTimeout(background(), 100),
+    );
+    assert.equal(root.traceId, spanContext.traceId);
+    assert.equal(withCancel(root).traceId, spanContext.traceId);
+    assert.equal(withoutCancel(root).traceId, spanContext.traceId);
+    assert.equal(withCancel(background()).traceId, undefined);
   });
 });

@@ -1,4 +1,4 @@
-import { diag } from '@opentelemetry/api';
+import { diag, context as otel, trace } from '@opentelemetry/api';
 import { type Cause, type CauseInput, toCause } from './cause.ts';
 import { type ContextDoneError, errorFor } from './errors.ts';
 import { activeValue, runWith } from './scope.ts';
@@ -253,7 +253,8 @@ export function background(): Context {
 
 /**
  * Creates a child of `parent` ending at `deadline` (epoch ms; the parent's when earlier).
- * `traceId` overrides the inherited one, for contexts that start a request.
+ * `traceId` overrides the inherited one, for contexts that start a request; a context derived
+ * from `background()` otherwise takes the trace id of the active OpenTelemetry span, if any.
  */
 export function newContext(parent: Context, deadline?: number, traceId?: string): CancelableContext {
   const node = asNode(parent);
@@ -262,7 +263,7 @@ export function newContext(parent: Context, deadline?: number, traceId?: string)
   if (effective === undefined || (parentDeadline !== undefined && parentDeadline < effective)) {
     effective = parentDeadline;
   }
-  return new Node(node, effective, traceId);
+  return new Node(node, effective, traceId ?? (node === BACKGROUND ? activeTraceId() : undefined));
 }
 
 /** A child of `parent` that ends when cancelled or when the parent ends. */
@@ -300,6 +301,10 @@ export function current(): Context {
 /** Runs `fn` with `ctx` as `current()`, through every await and callback it starts. */
 export function run<T>(ctx: Context, fn: () => T): T {
   return runWith(ctx, fn);
+}
+
+function activeTraceId(): string | undefined {
+  return trace.getSpanContext(otel.active())?.traceId;
 }
 
 function asNode(ctx: Context): Node {
