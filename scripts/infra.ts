@@ -328,7 +328,7 @@ async function provisionJaeger(): Promise<void> {
   if (fs.existsSync(paths.jaegerBin)) return;
   const start = performance.now();
   progress(
-    `jaeger: building Jaeger ${JAEGER_VERSION} from source (once; about 6 min on 2 cores) into ${paths.jaegerBin}`,
+    `jaeger: building Jaeger ${JAEGER_VERSION} from source (once; 3 to 6 min on 2 cores) into ${paths.jaegerBin}`,
   );
   const src = paths.jaegerSrc;
   const logFile = path.join(src, 'provision.log');
