@@ -9,6 +9,7 @@
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import { UNAVAILABLE_ENV } from '../test/support/infra.ts';
 import { down, missingTools, SERVICES, type Service, up } from './infra.ts';
 
@@ -18,7 +19,7 @@ const USES: Record<Service, { call: RegExp; env: string[] }> = {
 };
 
 const args = process.argv.slice(2);
-const filters = args.filter((arg) => !arg.startsWith('-'));
+const filters = args.filter((arg) => !arg.startsWith('-')).map((arg) => path.normalize(arg));
 const options = args.filter((arg) => arg.startsWith('-'));
 
 const files = fs
