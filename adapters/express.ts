@@ -1,0 +1,197 @@
+import { type IncomingHttpHeaders, IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
+import { context as otel, type TextMapGetter, trace } from '@opentelemetry/api';
+import type { Cause, CauseCode } from '../sdk/cause.ts';
+import type { CancelableContext, Context } from '../sdk/context.ts';
+import { ContextDoneError } from '../sdk/errors.ts';
+import { acceptInbound, type InboundOptions } from '../sdk/inbound.ts';
+import { ensureContextManager } from '../sdk/scope.ts';
+import { CANCEL_REASON_HEADER, DEFAULT_RESERVE_MS, encodeCause } from '../sdk/wire.ts';
+
+/** Options of the `deadlines()` middleware; every field has a default. */
+export interface DeadlineOptions extends InboundOptions {
+  /**
+   * A request arriving with less than this many milliseconds left is answered 504 at once,
+   * without running its handler. Default 5 (the default reserve: less than that could not
+   * give a downstream call any budget).
+   */
+  minBudgetMs?: number;
+  /**
+   * How a client going away is noticed: `signal` listens to `req.signal` (Node >= 24),
+   * `close` to the response's 'close' before it finished (every Node), `auto` uses
+   * `req.signal` where the runtime has it. The 'close' check also runs in the other modes. Default `auto`.
+   */
+  disconnect?: 'auto' | 'signal' | 'close';
+}
+
+/** Options of the `errorHandler()` middleware. */
+export interface ErrorHandlerOptions {
+  /**
+   * Called with each handler error that is not a context's end (those are expected), unless the
+   * request's context had already ended (writing after a 504 is its aftermath, not a new failure).
+   * Default: print the stack to stderr unless NODE_ENV is `test`, as express does.
+   */
+  onError?: (error: unknown, req: IncomingMessage) => void;
+}
+
+/** The `next` function of express (4 or 5) and connect. */
+export type Next = (error?: unknown) => void;
+
+/** A context's end answered without running more of the chain: status per cause. */
+const SHED: Cause = Object.freeze({ code: 'deadline_exceeded', message: 'budget below minimum' });
+const ERROR: Cause = Object.freeze({ code: 'error' });
+const BUDGET_ATTRIBUTE = 'ctxflow.budget_ms';
+const CAUSE_ATTRIBUTE = 'ctxflow.cause';
+
+const headerGetter: TextMapGetter<IncomingHttpHeaders> = {
+  get: (carrier, key) => carrier[key],
+  keys: (carrier) => Object.keys(carrier),
+};
+
+const contexts = new WeakMap<IncomingMessage, CancelableContext>();
+
+/** The context `deadlines()` made for `req`, for code that holds the request but runs outside it. */
+export function contextOf(req: IncomingMessage): Context | undefined {
+  return contexts.get(req);
+}
+
+/** The HTTP status that reports a context ended with `code`. */
+export function statusFor(code: CauseCode): number {
+  switch (code) {
+    case 'deadline_exceeded':
+      return 504;
+    case 'shutdown':
+      return 503;
+    case 'error':
+      return 500;
+    default:
+      // The client closed the request or it was cancelled: nginx's "client closed request".
+      return 499;
+  }
+}
+
+/**
+ * Express (5 or 4) and connect middleware giving every request a context: a deadline from the
+ * caller's headers (when trusted), this service's `budgetMs` and the `maxInboundMs` cap; cancelled
+ * when the client goes away, answered 504 when the deadline passes first, released when the
+ * response is done. Handlers read it with `current()`. Install `errorHandler()` after the routes.
+ */
+export function deadlines(
+  options: DeadlineOptions = {},
+): (req: IncomingMessage, res: ServerResponse, next: Next) => void {
+  ensureContextManager();
+  const minBudgetMs = options.minBudgetMs ?? DEFAULT_RESERVE_MS;
+  const mode = options.disconnect ?? 'auto';
+  const useSignal = mode === 'signal' || (mode === 'auto' && 'signal' in IncomingMessage.prototype);
+
+  return function ctxflowDeadlines(req, res, next) {
+    const call = acceptInbound(req.headers, headerGetter, options);
+    const ctx = call.ctx;
+    const span = trace.getSpan(call.otelContext);
+    if (ctx.deadline !== undefined) {
+      const remaining = ctx.remaining();
+      span?.setAttribute(BUDGET_ATTRIBUTE, remaining);
+      if (remaining < minBudgetMs) {
+        ctx.cancel(SHED);
+        span?.setAttribute(CAUSE_ATTRIBUTE, SHED.code);
+        reply(res, ctx.error as ContextDoneError);
+        return;
+      }
+    }
+    contexts.set(req, ctx);
+    const callerGone = call.callerGoneCause;
+    const onGone = () => ctx.cancel(callerGone);
+    const signal = useSignal ? (req as { signal?: AbortSignal }).signal : undefined;
+    if (signal !== undefined) {
+      if (signal.aborted) {
+        onGone();
+        return;
+      }
+      signal.addEventListener('abort', onGone);
+    }
+    let released = false;
+    ctx.onDone((error) => {
+      if (released) return;
+      span?.setAttribute(CAUSE_ATTRIBUTE, error.cause.code);
+      reply(res, error);
+    });
+    const done = () => {
+      res.removeListener('finish', done);
+      res.removeListener('close', done);
+      signal?.removeEventListener('abort', onGone);
+      // 'close' before the response was fully written: the connection went away under it.
+      if (!res.writableFinished) {
+        ctx.cancel(callerGone);
+      } else {
+        released = true;
+        ctx.cancel(RELEASED);
+      }
+    };
+    res.on('finish', done);
+    res.on('close', done);
+    otel.with(call.otelContext, next);
+  };
+}
+
+/** The cause a request's context ends with once its response is complete (work it left behind stops). */
+const RELEASED: Cause = Object.freeze({ code: 'cancelled', message: 'response complete' });
+
+/**
+ * Express error middleware (four arguments) to install after the routes. A context's end
+ * (`DeadlineExceededError`, `CancelledError`, e.g. from a downstream call) is answered with its
+ * status and `ctx-cancel-reason`; any other error with its `status` (4xx/5xx) or 500, and the
+ * request's context is cancelled with cause `error` so the work it started stops.
+ */
+export function errorHandler(
+  options: ErrorHandlerOptions = {},
+): (error: unknown, req: IncomingMessage, res: ServerResponse, next: Next) => void {
+  const onError = options.onError ?? defaultOnError;
+  // biome-ignore lint/correctness/noUnusedFunctionParameters: express tells error middleware by its four parameters
+  return function ctxflowErrors(error, req, res, next) {
+    const ctx = contexts.get(req);
+    // Answer first, then end the context: its end would otherwise answer with its own status.
+    if (error instanceof ContextDoneError) {
+      reply(res, error);
+      ctx?.cancel(error.cause);
+      return;
+    }
+    // Once the context has ended, errors are mostly its aftermath (writing after a 504): not reported.
+    if (ctx === undefined || !ctx.done) onError(error, req);
+    if (res.headersSent) {
+      // Mid-body: the client must not take a truncated response for a whole one.
+      if (!res.writableEnded) res.destroy();
+    } else if (!res.destroyed) {
+      const status = statusOf(error);
+      res.statusCode = status;
+      res.removeHeader('content-length');
+      res.setHeader('content-type', 'text/plain; charset=utf-8');
+      res.end(STATUS_CODES[status] ?? 'Error');
+    }
+    ctx?.cancel(ERROR);
+  };
+}
+
+function statusOf(error: unknown): number {
+  if (typeof error === 'object' && error !== null) {
+    const { status, statusCode } = error as { status?: unknown; statusCode?: unknown };
+    for (const value of [status, statusCode]) {
+      if (typeof value === 'number' && value >= 400 && value < 600) return value;
+    }
+  }
+  return 500;
+}
+
+function defaultOnError(error: unknown): void {
+  if (process.env.NODE_ENV === 'test') return;
+  console.error(error instanceof Error ? (error.stack ?? error) : error);
+}
+
+/** Answers a request whose context ended, unless a response is already under way or the client is gone. */
+function reply(res: ServerResponse, error: ContextDoneError): void {
+  if (res.headersSent || res.destroyed || res.writableEnded) return;
+  const cause = error.cause;
+  res.statusCode = statusFor(cause.code);
+  res.removeHeader('content-length');
+  res.setHeader(CANCEL_REASON_HEADER, encodeCause(cause));
+  res.setHeader('content-type', 'text/plain; charset=utf-8');
+  res.end(cause.code);
+}
