@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict';
+import type { IncomingMessage } from 'node:http';
+import { after, before, describe, test } from 'node:test';
+import { background, withCancel, withTimeout } from '../sdk/context.ts';
+import { CancelledError, DeadlineExceededError } from '../sdk/errors.ts';
+import { type Peer, peer, valuesOf } from '../test/support/http.ts';
+import { get, request, responseError } from './http.ts';
+
+function body(res: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    res.setEncoding('utf8');
+    res.on('data', (chunk: string) => {
+      text += chunk;
+    });
+    res.on('end', () => resolve(text));
+    res.on('error', reject);
+  });
+}
+
+function answer(make: (callback: (res: IncomingMessage) => void) => void): Promise<IncomingMessage> {
+  return new Promise((resolve) => make(resolve));
+}
+
+describe('http request', () => {
+  let server: Peer;
+  before(async () => {
+    server = await peer();
+  });
+  after(() => server.close());
+
+  test('throws the error of a done context at once, without any request', () => {
+    const ctx = withCancel(background());
+    ctx.cancel('shutdown');
+    const before = server.requests;
+    assert.throws(
+      () => request(`${server.url}/echo`, { ctx }),
+      (error) => error === ctx.error,
+    );
+    assert.equal(server.requests, before);
+  });
+
+  test("sends the budget less the reserve, replacing the caller's header of any case", async () => {
+    const ctx = withTimeout(background(), 800);
+    try {
+      const left = ctx.remaining();
+      const res = await answer((cb) =>
+        get(`${server.url}/echo`, { ctx, headers: { 'CTX-Timeout': '999999', 'x-mine': 'yes' } }, cb),
+      );
+      const raw = JSON.parse(await body(res)) as string[];
+      const timeouts = valuesOf(raw, 'ctx-timeout');
+      assert.equal(timeouts.length, 1);
+      assert.ok(Number(timeouts[0]) <= left - 5 && Number(timeouts[0]) >= left - 60, `${timeouts[0]}`);
+      assert.deepEqual(valuesOf(raw, 'ctx-deadline'), [String((ctx.deadline as number) - 5)]);
+      assert.deepEqual(valuesOf(raw, 'x-mine'), ['yes']);
+      const options = await answer((cb) =>
+        request({ ctx, host: '127.0.0.1', port: server.port, path: '/echo', reserveMs: 50 }, cb).end(),
+      );
+      const timeout = Number(valuesOf(JSON.parse(await body(options)) as string[], 'ctx-timeout')[0]);
+      assert.ok(timeout <= left - 50, `${timeout}`);
+    } finally {
+      ctx.release();
+    }
+  });
+
+  test("destroys the request with the context's error when the context ends", async () => {
+    for (const [ctx, check] of [
+      [withTimeout(background(), 30), (e: unknown) => e instanceof DeadlineExceededError],
+      [withCancel(background()), (e: unknown) => e instanceof CancelledError && e.cause.code === 'shutdown'],
+    ] as const) {
+      const req = request(`${server.url}/hang`, { ctx });
+      req.end();
+      if (!ctx.done) setTimeout(() => ctx.cancel('shutdown'), 30);
+      const error = await new Promise<unknown>((resolve) => req.on('error', resolve));
+      assert.ok(check(error), String(error));
+      assert.equal(error, ctx.error);
+    }
+  });
+
+  test('responseError reads a callee context end', async () => {
+    const cases: [string, (e: unknown) => boolean][] = [
+      ['code=504&reason=deadline_exceeded', (e) => e instanceof DeadlineExceededError],
+      ['code=499&reason=client_disconnected', (e) => e instanceof CancelledError],
+      ['code=504', (e) => e === undefined],
+      ['code=200&reason=deadline_exceeded', (e) => e === undefined],
+    ];
+    for (const [query, check] of cases) {
+      const res = await answer((cb) => get(`${server.url}/status?${query}`, {}, cb));
+      await body(res);
+      assert.ok(check(responseError(res)), query);
+    }
+  });
+});
