@@ -1,0 +1,178 @@
+/**
+ * A small gRPC service for the tests, without .proto: JSON messages over grpc-js's generic client
+ * and server, one method of each kind. Servers listen on 127.0.0.1 on an ephemeral port.
+ */
+import grpc from '@grpc/grpc-js';
+import {
+  type ClientInterceptorOptions,
+  clientOptions,
+  type ServerInterceptorOptions,
+  serverInterceptor,
+  wrapService,
+} from '../../adapters/grpc.ts';
+
+// biome-ignore lint/suspicious/noExplicitAny: test messages are free-form JSON
+export type Message = Record<string, any>;
+
+const serialize = (value: Message): Buffer => Buffer.from(JSON.stringify(value ?? {}));
+const deserialize = (bytes: Buffer): Message => (bytes.length === 0 ? {} : JSON.parse(bytes.toString()));
+
+function method(name: string, requestStream: boolean, responseStream: boolean) {
+  return {
+    path: `/ctxflow.test.Probe/${name}`,
+    requestStream,
+    responseStream,
+    requestSerialize: serialize,
+    requestDeserialize: deserialize,
+    responseSerialize: serialize,
+    responseDeserialize: deserialize,
+  };
+}
+
+/** The Probe service: Unary, ServerStream, ClientStream and Bidi, all JSON. */
+export const probeService = {
+  unary: method('Unary', false, false),
+  serverStream: method('ServerStream', false, true),
+  clientStream: method('ClientStream', true, false),
+  bidi: method('Bidi', true, true),
+} satisfies grpc.ServiceDefinition;
+
+export type ProbeImplementation = {
+  unary?:
+    | grpc.handleUnaryCall<Message, Message>
+    | ((call: grpc.ServerUnaryCall<Message, Message>) => unknown);
+  serverStream?: grpc.handleServerStreamingCall<Message, Message>;
+  clientStream?:
+    | grpc.handleClientStreamingCall<Message, Message>
+    | ((call: grpc.ServerReadableStream<Message, Message>) => unknown);
+  bidi?: grpc.handleBidiStreamingCall<Message, Message>;
+};
+
+export const ProbeClient = grpc.makeGenericClientConstructor(probeService, 'Probe');
+export type ProbeClient = InstanceType<typeof ProbeClient> & {
+  unary(
+    request: Message,
+    metadata: grpc.Metadata,
+    options: grpc.CallOptions,
+    callback: (error: grpc.ServiceError | null, response?: Message) => void,
+  ): grpc.ClientUnaryCall;
+  serverStream(
+    request: Message,
+    metadata?: grpc.Metadata,
+    options?: grpc.CallOptions,
+  ): grpc.ClientReadableStream<Message>;
+  clientStream(
+    metadata: grpc.Metadata,
+    options: grpc.CallOptions,
+    callback: (error: grpc.ServiceError | null, response?: Message) => void,
+  ): grpc.ClientWritableStream<Message>;
+  bidi(metadata?: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientDuplexStream<Message, Message>;
+};
+
+const notImplemented = (_call: unknown, callback?: (error: unknown) => void) => {
+  callback?.({ code: grpc.status.UNIMPLEMENTED, details: 'not in this test' });
+};
+
+export interface TestServer {
+  server: grpc.Server;
+  port: number;
+  address: string;
+  close(): Promise<void>;
+}
+
+export interface ServerSetup {
+  /** serverInterceptor options; `false` for a server without ctxflow. */
+  ctxflow?: ServerInterceptorOptions | false;
+  /** Register the implementation through wrapService (default true). */
+  wrap?: boolean;
+}
+
+/** Starts a Probe server on 127.0.0.1 with serverInterceptor (and wrapService unless `wrap: false`). */
+export async function startProbeServer(
+  impl: ProbeImplementation,
+  setup: ServerSetup = {},
+): Promise<TestServer> {
+  const server = new grpc.Server(
+    setup.ctxflow === false ? {} : { interceptors: [serverInterceptor(setup.ctxflow)] },
+  );
+  const full = {
+    unary: impl.unary ?? notImplemented,
+    serverStream: impl.serverStream ?? notImplemented,
+    clientStream: impl.clientStream ?? notImplemented,
+    bidi: impl.bidi ?? notImplemented,
+  };
+  server.addService(
+    probeService,
+    (setup.wrap ?? true) ? wrapService(full) : (full as grpc.UntypedServiceImplementation),
+  );
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (error, bound) =>
+      error ? reject(error) : resolve(bound),
+    ),
+  );
+  return {
+    server,
+    port,
+    address: `127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.tryShutdown(() => resolve());
+        // Calls left hanging by a test must not keep the server open.
+        setTimeout(() => server.forceShutdown(), 500).unref();
+      }),
+  };
+}
+
+/** A Probe client with clientOptions() (or none with `ctxflow: false`). */
+export function probeClient(address: string, options: ClientInterceptorOptions | false = {}): ProbeClient {
+  return new ProbeClient(
+    address,
+    grpc.credentials.createInsecure(),
+    options === false ? {} : clientOptions(options),
+  ) as ProbeClient;
+}
+
+/** Unary call as a promise. */
+export function unary(
+  client: ProbeClient,
+  request: Message = {},
+  options: grpc.CallOptions = {},
+  metadata: grpc.Metadata = new grpc.Metadata(),
+): Promise<Message> {
+  return new Promise((resolve, reject) => {
+    client.unary(request, metadata, options, (error, response) =>
+      error ? reject(error) : resolve(response ?? {}),
+    );
+  });
+}
+
+/** Waits for the client's channel to connect, so tests measure calls rather than the connection. */
+export async function ready(client: grpc.Client): Promise<void> {
+  await new Promise<void>((resolve, reject) =>
+    client.waitForReady(Date.now() + 5000, (error) => (error ? reject(error) : resolve())),
+  );
+}
+
+/** Collects a readable client stream: its messages, and its error (or undefined when it ended OK). */
+export async function collect(
+  stream: grpc.ClientReadableStream<Message>,
+): Promise<{ messages: Message[]; error: unknown }> {
+  const messages: Message[] = [];
+  let error: unknown;
+  stream.on('data', (message: Message) => messages.push(message));
+  stream.on('error', (e) => {
+    error = e;
+  });
+  // Not events.once: it rejects on 'error', which comes before 'status'.
+  await new Promise((resolve) => stream.on('status', resolve));
+  return { messages, error };
+}
+
+/** A promise resolved by `resolve()`: for handlers that report what they saw. */
+export function deferred<T = void>(): { promise: Promise<T>; resolve(value: T): void } {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
