@@ -172,10 +172,9 @@ describe('cancellation', () => {
     assert.equal(detached.deadline, undefined);
   });
 
-  it('a disposed context is cancelled', () => {
+  it('a disposed context is cancelled, its parent is not', () => {
     const parent = withCancel(background());
-    let child: ReturnType<typeof withCancel>;
-    child = withCancel(parent);
+    const child = withCancel(parent);
     child[Symbol.dispose]();
     assert.equal(child.done, true);
     assert.equal(parent.done, false);
