@@ -1,0 +1,60 @@
+/**
+ * Three services on loopback, edge -> inventory -> pricing, each an express app with ctxflow.
+ * Three requests show what ctxflow does: the budget shrinking hop by hop, a deadline ending the
+ * work at every hop, and a client that gives up stopping the work behind it.
+ */
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { current } from 'ctxflow';
+import { deadlines, errorHandler } from 'ctxflow/express';
+import { fetch } from 'ctxflow/fetch';
+import express from 'express';
+
+const log = (service: string, text: string) => console.log(`  ${service.padEnd(9)} ${text}`);
+
+/** Starts one service whose GET / works `?work=` milliseconds, then calls `next` if it has one. */
+async function service(name: string, options: { next?: () => string; edge?: boolean }) {
+  const app = express();
+  app.use(deadlines(options.edge ? { budgetMs: 300, trustInbound: false } : {}));
+  app.get('/', async (req, res) => {
+    const ctx = current();
+    log(name, `arrived with ${ctx.remaining()} ms left`);
+    ctx.onDone((error) => {
+      // Every request's context ends; only an end before the response is news.
+      if (!res.writableFinished) log(name, `stopped: ${error.cause.code}`);
+    });
+    const work = Number(req.query.work ?? 20);
+    await sleep(work, undefined, { signal: ctx.signal });
+    const next = options.next?.();
+    const downstream = next ? await (await fetch(`${next}/?work=${work}`)).text() : 'ok';
+    res.send(downstream);
+  });
+  app.use(errorHandler({ onError: () => {} }));
+  const server = app.listen(0, '127.0.0.1');
+  await new Promise((resolve) => server.once('listening', resolve));
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+}
+
+const pricing = await service('pricing', {});
+const inventory = await service('inventory', { next: () => pricing.url });
+const edge = await service('edge', { next: () => inventory.url, edge: true });
+
+async function call(title: string, query: string, clientGivesUpAfterMs?: number) {
+  console.log(`\n${title}`);
+  const signal = clientGivesUpAfterMs === undefined ? undefined : AbortSignal.timeout(clientGivesUpAfterMs);
+  try {
+    const res = await globalThis.fetch(`${edge.url}/${query}`, { signal });
+    const reason = res.headers.get('ctx-cancel-reason');
+    log('client', `got ${res.status}${reason ? ` with ctx-cancel-reason: ${reason}` : ''}`);
+  } catch {
+    log('client', `gave up after ${clientGivesUpAfterMs} ms`);
+  }
+  await sleep(50);
+}
+
+console.log('edge has a 300 ms budget per request; every hop gets what is left, minus 5 ms');
+await call('1. a quick request: the budget shrinks hop by hop', '?work=10');
+await call('2. each hop takes 120 ms: the deadline ends the work at every hop', '?work=120');
+await call('3. the client gives up after 100 ms: the work behind it stops', '?work=40', 100);
+
+for (const { server } of [edge, inventory, pricing]) server.close();
