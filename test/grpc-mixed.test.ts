@@ -1,0 +1,176 @@
+/**
+ * Mixed chain: HTTP client → express A (`deadlines()`) → gRPC B (`serverInterceptor`) → express C,
+ * A calling B with a `clientOptions()` client, B calling C with the ctxflow `fetch`. One context
+ * crosses both transports: budgets shrink, a deadline and a cancel reach every hop.
+ */
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import type grpc from '@grpc/grpc-js';
+import express from 'express';
+import { deadlines, errorHandler } from '../adapters/express.ts';
+import { fetch } from '../adapters/fetch.ts';
+import { type Context, current } from '../sdk/context.ts';
+import {
+  deferred,
+  type Message,
+  probeClient,
+  ready,
+  startProbeServer,
+  type TestServer,
+  unary,
+} from './support/grpc.ts';
+
+interface Hop {
+  name: string;
+  ctx: Context;
+  signal: AbortSignal;
+  deadline: number | undefined;
+  at: number;
+}
+
+async function listen(app: express.Express): Promise<{ url: string; close(): Promise<void> }> {
+  const server = http.createServer(app);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+describe('mixed chain: HTTP → gRPC → HTTP', () => {
+  let hops: Hop[] = [];
+  let cStarted = deferred<void>();
+  let a: { url: string; close(): Promise<void> };
+  let c: { url: string; close(): Promise<void> };
+  let b: TestServer;
+  let toB: ReturnType<typeof probeClient>;
+
+  function record(name: string): Hop {
+    const ctx = current();
+    const hop = { name, ctx, signal: ctx.signal, deadline: ctx.deadline, at: Date.now() };
+    hops.push(hop);
+    return hop;
+  }
+
+  function reset(): void {
+    hops = [];
+    cStarted = deferred<void>();
+  }
+
+  before(async () => {
+    const appC = express();
+    appC.use(deadlines());
+    appC.get('/work', async (req, res) => {
+      const hop = record('C');
+      cStarted.resolve();
+      if (req.query.mode === 'hang') {
+        // deadlines() answers 504 (or notices the caller is gone) when the context ends.
+        await new Promise((resolve) => hop.signal.addEventListener('abort', resolve));
+        return;
+      }
+      res.json({ at: 'C' });
+    });
+    appC.use(errorHandler({ onError: () => {} }));
+    c = await listen(appC);
+
+    b = await startProbeServer({
+      unary: async (call: grpc.ServerUnaryCall<Message, Message>) => {
+        record('B');
+        const answer = await fetch(`${c.url}/work?mode=${call.request.mode ?? 'fast'}`);
+        return { c: await answer.json() };
+      },
+    });
+    toB = probeClient(b.address);
+    await ready(toB);
+
+    const appA = express();
+    appA.use(deadlines({ budgetMs: 1000, trustInbound: false }));
+    appA.get('/work', async (req, res) => {
+      record('A');
+      const answer = await unary(toB, { mode: req.query.mode });
+      res.json(answer);
+    });
+    appA.use(errorHandler({ onError: () => {} }));
+    a = await listen(appA);
+
+    for (let i = 0; i < 20; i++) await (await globalThis.fetch(`${a.url}/work`)).text();
+  });
+
+  after(async () => {
+    toB.close();
+    await Promise.all([a.close(), b.close(), c.close()]);
+  });
+
+  test('budgets shrink by the reserve at each hop across both transports', async () => {
+    reset();
+    const answer = await globalThis.fetch(`${a.url}/work`);
+    assert.equal(answer.status, 200);
+    assert.deepEqual(await answer.json(), { c: { at: 'C' } });
+    assert.deepEqual(
+      hops.map((h) => h.name),
+      ['A', 'B', 'C'],
+    );
+    const [ha, hb, hc] = hops as [Hop, Hop, Hop];
+    const rootDeadline = ha.deadline as number;
+    assert.ok(rootDeadline - ha.at <= 1000 && rootDeadline - ha.at >= 995);
+    for (const [hop, parent, reserves] of [
+      [hb, ha, 1],
+      [hc, hb, 2],
+    ] as const) {
+      const deadline = hop.deadline as number;
+      const expected = rootDeadline - 5 * reserves;
+      assert.ok(
+        deadline >= expected - 5 && deadline <= expected + 5,
+        `${hop.name}: ${deadline - rootDeadline} ms from A's deadline, expected ${-5 * reserves} ± 5`,
+      );
+      assert.ok(deadline < (parent.deadline as number), `${hop.name} ends before ${parent.name}`);
+    }
+  });
+
+  test('a slow C: every hop ends with deadline_exceeded, the client gets 504 with the reason', async () => {
+    reset();
+    const started = Date.now();
+    const answer = await globalThis.fetch(`${a.url}/work?mode=hang`);
+    const elapsed = Date.now() - started;
+    assert.equal(answer.status, 504);
+    assert.equal(answer.headers.get('ctx-cancel-reason'), 'deadline_exceeded');
+    assert.ok(elapsed >= 980 && elapsed < 1100, `answered after ${elapsed} ms`);
+    assert.deepEqual(
+      hops.map((h) => [h.name, h.ctx.cause?.code, h.signal.aborted]),
+      [
+        ['A', 'deadline_exceeded', true],
+        ['B', 'deadline_exceeded', true],
+        ['C', 'deadline_exceeded', true],
+      ],
+    );
+  });
+
+  test('a client hanging up reaches C through gRPC: A client_disconnected, B and C upstream_cancelled', async () => {
+    reset();
+    const controller = new AbortController();
+    const pending = globalThis
+      .fetch(`${a.url}/work?mode=hang`, { signal: controller.signal })
+      .catch((e) => e);
+    await cStarted.promise;
+    const cHop = hops.find((h) => h.name === 'C') as Hop;
+    const cAborted = new Promise<void>((resolve) => cHop.signal.addEventListener('abort', () => resolve()));
+    controller.abort();
+    assert.equal(((await pending) as Error).name, 'AbortError');
+    await cAborted;
+    assert.deepEqual(
+      hops.map((h) => [h.name, h.ctx.cause?.code, h.signal.aborted]),
+      [
+        ['A', 'client_disconnected', true],
+        ['B', 'upstream_cancelled', true],
+        ['C', 'upstream_cancelled', true],
+      ],
+    );
+  });
+});
