@@ -2,6 +2,7 @@
  * A small gRPC service for the tests, without .proto: JSON messages over grpc-js's generic client
  * and server, one method of each kind. Servers listen on 127.0.0.1 on an ephemeral port.
  */
+import http2 from 'node:http2';
 import grpc from '@grpc/grpc-js';
 import {
   type ClientInterceptorOptions,
@@ -166,6 +167,65 @@ export async function collect(
   // Not events.once: it rejects on 'error', which comes before 'status'.
   await new Promise((resolve) => stream.on('status', resolve));
   return { messages, error };
+}
+
+/** What a raw gRPC call got back. */
+export interface RawAnswer {
+  /** grpc-status from the trailers (or a trailers-only response); undefined when none came. */
+  status: number | undefined;
+  headers: http2.IncomingHttpHeaders;
+  trailers: http2.IncomingHttpHeaders;
+  body: Buffer;
+}
+
+/**
+ * One gRPC call over a raw HTTP/2 session, with headers exactly as given (arrays send the header
+ * repeatedly), so tests can send what grpc-js clients refuse to: malformed grpc-timeout and the like.
+ */
+export function rawCall(
+  session: http2.ClientHttp2Session,
+  path: string,
+  headers: http2.OutgoingHttpHeaders,
+  message: Message = {},
+  timeoutMs = 5000,
+): Promise<RawAnswer> {
+  return new Promise((resolve, reject) => {
+    const request = session.request({
+      ':method': 'POST',
+      ':path': path,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      ...headers,
+    });
+    const timer = setTimeout(() => {
+      request.close(http2.constants.NGHTTP2_CANCEL);
+      reject(new Error(`no answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const answer: RawAnswer = { status: undefined, headers: {}, trailers: {}, body: Buffer.alloc(0) };
+    const chunks: Buffer[] = [];
+    request.on('response', (responseHeaders) => {
+      answer.headers = responseHeaders;
+      if (responseHeaders['grpc-status'] !== undefined)
+        answer.status = Number(responseHeaders['grpc-status']);
+    });
+    request.on('trailers', (trailers) => {
+      answer.trailers = trailers;
+      if (trailers['grpc-status'] !== undefined) answer.status = Number(trailers['grpc-status']);
+    });
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('error', () => {});
+    request.on('close', () => {
+      clearTimeout(timer);
+      answer.body = Buffer.concat(chunks);
+      resolve(answer);
+    });
+    const payload = serialize(message);
+    const frame = Buffer.alloc(5 + payload.length);
+    frame.writeUInt8(0, 0);
+    frame.writeUInt32BE(payload.length, 1);
+    payload.copy(frame, 5);
+    request.end(frame);
+  });
 }
 
 /** A promise resolved by `resolve()`: for handlers that report what they saw. */
