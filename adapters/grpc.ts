@@ -312,7 +312,7 @@ export function clientOptions(options: ClientInterceptorOptions = {}): {
 // Server
 
 /** Within this many ms of its deadline, a call the client cancels is counted as past its deadline. */
-const NEAR_DEADLINE_MS = 2;
+const NEAR_DEADLINE_MS = 5;
 
 interface ServerCall {
   readonly ctx: CancelableContext;
