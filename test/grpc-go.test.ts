@@ -14,7 +14,7 @@ import { after, before, describe, type TestContext, test } from 'node:test';
 import { promisify } from 'node:util';
 import type grpc from '@grpc/grpc-js';
 import type { GrpcContextError } from '../adapters/grpc.ts';
-import { background, type Context, current, run, withCancel, withTimeout } from '../sdk/context.ts';
+import { background, type Context, current, run, withTimeout } from '../sdk/context.ts';
 import { DeadlineExceededError } from '../sdk/errors.ts';
 import {
   deferred,
