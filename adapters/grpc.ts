@@ -101,9 +101,9 @@ function withReason(metadata: Metadata | null | undefined, cause: Cause): Metada
   return out;
 }
 
-/** The status that reports a context's end: DEADLINE_EXCEEDED for its deadline, CANCELLED for any other cause. */
-export function statusFor(cause: Cause): grpc.status {
-  return cause.code === 'deadline_exceeded' ? Status.DEADLINE_EXCEEDED : Status.CANCELLED;
+/** The gRPC status that reports a context ended with `code`: DEADLINE_EXCEEDED for its deadline, CANCELLED otherwise. */
+export function statusFor(code: CauseCode): grpc.status {
+  return code === 'deadline_exceeded' ? Status.DEADLINE_EXCEEDED : Status.CANCELLED;
 }
 
 function fallbackCode(code: grpc.status): CauseCode {
@@ -186,7 +186,7 @@ export function clientInterceptor(options: ClientInterceptorOptions = {}): Inter
         if (ctx !== BACKGROUND && !settled) {
           unlink = ctx.onDone((error) => {
             endedBy = error;
-            call.cancelWithStatus(statusFor(error.cause), `ctxflow: ${error.message}`);
+            call.cancelWithStatus(statusFor(error.cause.code), `ctxflow: ${error.message}`);
           });
         }
       },
@@ -201,7 +201,7 @@ function clientStatus(status: StatusObject, endedBy: ContextDoneError | undefine
   if (endedBy !== undefined) {
     const metadata = withReason(status.metadata, endedBy.cause);
     endedLocally.set(metadata, endedBy);
-    return { ...status, code: statusFor(endedBy.cause), metadata, cause: endedBy.cause } as StatusObject;
+    return { ...status, code: statusFor(endedBy.cause.code), metadata, cause: endedBy.cause } as StatusObject;
   }
   const cause = reasonOf(status.metadata) ?? { code: fallbackCode(status.code) };
   return { ...status, cause } as StatusObject;
@@ -213,7 +213,7 @@ type AnyInterceptingCall = ConstructorParameters<typeof grpc.InterceptingCall>[0
 function refusedCall(cause: Cause, localError: ContextDoneError | undefined): grpc.InterceptingCall {
   const metadata = withReason(undefined, cause);
   if (localError !== undefined) endedLocally.set(metadata, localError);
-  const code = statusFor(cause);
+  const code = statusFor(cause.code);
   const details = `ctxflow: call not started: ${cause.message ? `${cause.code}: ${cause.message}` : cause.code}`;
   let reported = false;
   const bottom: AnyInterceptingCall = {
@@ -391,7 +391,7 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
             if (ctx.done) {
               // Shed: the budget is spent before the handler would start.
               intercepting.sendStatus({
-                code: statusFor(ctx.cause as Cause),
+                code: statusFor((ctx.cause as Cause).code),
                 details: `ctxflow: ${ctx.error?.message}`,
               });
               return;
@@ -399,7 +399,10 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
             serverCalls.set(metadata, callState);
             callState.unlink = ctx.onDone((error) => {
               if (callState.finished || callState.responded) return;
-              intercepting.sendStatus({ code: statusFor(error.cause), details: `ctxflow: ${error.message}` });
+              intercepting.sendStatus({
+                code: statusFor(error.cause.code),
+                details: `ctxflow: ${error.message}`,
+              });
             });
             otel.with(inbound.otelContext, metadataNext, undefined, metadata);
             if (handlerOnMetadata) checkBound(callState);
@@ -452,7 +455,7 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
         const cause = ctx.cause;
         let out = status;
         if (cause !== undefined && !(live.responded && status.code === Status.OK)) {
-          const code = statusFor(cause);
+          const code = statusFor(cause.code);
           out = {
             code,
             details:
@@ -590,7 +593,7 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 function handlerError(error: unknown, thrown: boolean): unknown {
   if (error instanceof ContextDoneError) {
     const code = (error as Partial<GrpcContextError>).code;
-    const status = typeof code === 'number' && isContextStatus(code) ? code : statusFor(error.cause);
+    const status = typeof code === 'number' && isContextStatus(code) ? code : statusFor(error.cause.code);
     return {
       code: status,
       details: `ctxflow: ${error.message}`,
