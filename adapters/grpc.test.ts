@@ -1,7 +1,7 @@
 /** Unit tests of the gRPC adapter against fake grpc-js calls: no sockets. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import grpc from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
 import { context as otel, ROOT_CONTEXT, trace } from '@opentelemetry/api';
 import { background, run, withCancel, withTimeout } from '../sdk/context.ts';
 import { CancelledError, DeadlineExceededError } from '../sdk/errors.ts';

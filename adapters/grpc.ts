@@ -21,7 +21,7 @@ import type {
   ServiceError,
   StatusObject,
 } from '@grpc/grpc-js';
-import grpc from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
 import { diag, context as otel, type TextMapGetter, type TextMapSetter } from '@opentelemetry/api';
 import type { Cause, CauseCode } from '../sdk/cause.ts';
 import { background, type CancelableContext, type Context, current, run } from '../sdk/context.ts';

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import grpc from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
 import type { GrpcContextError } from '../adapters/grpc.ts';
 import { background, type Context, current, run, withCancel, withTimeout } from '../sdk/context.ts';
 import { DeadlineExceededError } from '../sdk/errors.ts';

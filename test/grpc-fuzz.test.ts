@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import { after, before, describe, test } from 'node:test';
-import grpc from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { toContextError } from '../adapters/grpc.ts';
 import { current } from '../sdk/context.ts';

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, type TestContext, test } from 'node:test';
 import { promisify } from 'node:util';
-import type grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import type { GrpcContextError } from '../adapters/grpc.ts';
 import { background, type Context, current, run, withTimeout } from '../sdk/context.ts';
 import { DeadlineExceededError } from '../sdk/errors.ts';

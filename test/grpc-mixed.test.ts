@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import type grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import express from 'express';
 import { deadlines, errorHandler } from '../adapters/express.ts';
 import { fetch } from '../adapters/fetch.ts';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import grpc from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
 import { context as otel, ROOT_CONTEXT, trace } from '@opentelemetry/api';
 import { callContext, type GrpcContextError, toContextError } from '../adapters/grpc.ts';
 import { background, type Context, current, run, withCancel, withTimeout } from '../sdk/context.ts';

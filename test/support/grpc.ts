@@ -3,7 +3,7 @@
  * and server, one method of each kind. Servers listen on 127.0.0.1 on an ephemeral port.
  */
 import http2 from 'node:http2';
-import grpc from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
 import {
   type ClientInterceptorOptions,
   clientOptions,
