@@ -1,8 +1,8 @@
 import { channel } from 'node:diagnostics_channel';
 import { propagation, type TextMapSetter } from '@opentelemetry/api';
 import { background, type Context, current } from '../sdk/context.ts';
-import { injectContext } from '../sdk/propagation.ts';
-import { CANCEL_REASON_HEADER, remoteError, type WireOptions } from '../sdk/wire.ts';
+import { injectContext, injectDeadline } from '../sdk/propagation.ts';
+import { CANCEL_REASON_HEADER, remoteError, TIMEOUT_HEADER, type WireOptions } from '../sdk/wire.ts';
 
 /** `fetch`'s RequestInit, plus the context to send under and how to write its budget. */
 export interface ContextRequestInit extends RequestInit, Pick<WireOptions, 'reserveMs'> {
@@ -20,27 +20,34 @@ const FALLBACK_CODE: Readonly<Record<number, string>> = {
   504: 'deadline_exceeded',
 };
 
-// instrumentation-undici listens here and adds the global propagator's headers itself,
-// appending to ours: sending them both ways would repeat them (and repeated values are rejected).
+// instrumentation-undici listens here and appends the global propagator's headers to the request:
+// sending them both ways would repeat them (and receivers refuse repeated values).
 const undiciRequestCreated = channel('undici:request:create');
-
-const recordSetter: TextMapSetter<Record<string, string>> = {
-  set: (carrier, key, value) => {
-    carrier[key] = value;
-  },
-};
+const TRACEPARENT = 'traceparent';
+const NO_OPTIONS: WireOptions = {};
 
 function noop(): void {}
 
-/** Writes the trace and deadline headers of `ctx` into `headers`, leaving to an undici instrumentation those it adds. */
-function inject(ctx: Context, headers: Headers, reserveMs: number | undefined): void {
-  const carrier: Record<string, string> = {};
-  injectContext(ctx, carrier, recordSetter, reserveMs === undefined ? {} : { reserveMs });
-  const delegated = undiciRequestCreated.hasSubscribers ? propagation.fields() : undefined;
-  if (delegated !== undefined) for (const field of delegated) headers.delete(field);
-  for (const key in carrier) {
-    if (delegated === undefined || !delegated.includes(key)) headers.set(key, carrier[key] as string);
+const headersSetter: TextMapSetter<Headers> = {
+  set: (carrier, key, value) => carrier.set(key, value),
+};
+
+/**
+ * Writes the trace and deadline headers of `ctx` into `headers`. With instrumentation-undici active
+ * and a global propagator that writes `traceparent`, the instrumentation adds that propagator's
+ * headers itself (traceparent from its client span; the budget too when DeadlinePropagator is part
+ * of it): those are left to it, and copies the caller passed are removed.
+ */
+function inject(ctx: Context, headers: Headers, options: WireOptions, callerHeaders: boolean): void {
+  if (undiciRequestCreated.hasSubscribers) {
+    const delegated = propagation.fields();
+    if (delegated.includes(TRACEPARENT)) {
+      if (callerHeaders) for (const field of delegated) headers.delete(field);
+      if (!delegated.includes(TIMEOUT_HEADER)) injectDeadline(ctx, headers, headersSetter, options);
+      return;
+    }
   }
+  injectContext(ctx, headers, headersSetter, options);
 }
 
 /**
@@ -55,8 +62,14 @@ export async function fetch(input: string | URL | Request, init?: ContextRequest
   const ctx = init?.ctx ?? current();
   ctx.throwIfDone();
   const request = input instanceof Request ? input : undefined;
-  const headers = new Headers(init?.headers ?? request?.headers);
-  inject(ctx, headers, init?.reserveMs);
+  const callerHeaders = init?.headers ?? request?.headers;
+  const headers = new Headers(callerHeaders);
+  inject(
+    ctx,
+    headers,
+    init?.reserveMs === undefined ? NO_OPTIONS : { reserveMs: init.reserveMs },
+    callerHeaders !== undefined,
+  );
 
   // One AbortController per request, linked to the context and to the caller's signal by one
   // listener each, both removed when the request settles (no AbortSignal.any: it leaks).

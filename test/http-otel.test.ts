@@ -84,3 +84,22 @@ test('W3C alone: the instrumentation sends traceparent, the ctxflow fetch the bu
   assert.equal(valuesOf(raw, 'ctx-timeout').length, 1);
   assert.equal(valuesOf(raw, 'ctx-deadline').length, 1);
 });
+
+test("the caller's own copies of delegated headers are dropped, not sent beside the instrumentation's", async () => {
+  usePropagator(
+    new CompositePropagator({ propagators: [new W3CTraceContextPropagator(), new DeadlinePropagator()] }),
+  );
+  const ctx = withTimeout(background(), 1_000);
+  try {
+    const stale = '00-11111111111111111111111111111111-2222222222222222-01';
+    const raw = (await (
+      await fetch(`${server.url}/echo`, { ctx, headers: { traceparent: stale, 'ctx-timeout': '99999' } })
+    ).json()) as string[];
+    assert.equal(valuesOf(raw, 'traceparent').length, 1);
+    assert.notEqual(valuesOf(raw, 'traceparent')[0], stale);
+    assert.deepEqual(valuesOf(raw, 'ctx-timeout').length, 1);
+    assert.ok(Number(valuesOf(raw, 'ctx-timeout')[0]) <= 995);
+  } finally {
+    ctx.release();
+  }
+});
