@@ -18,9 +18,9 @@ export interface DeadlineOptions extends InboundOptions {
   minBudgetMs?: number;
   /**
    * How a client going away is noticed: `close` by the response's 'close' event before it finished
-   * (every Node version); `signal` also listens to `req.signal` where the runtime has it (Node 24),
-   * which costs an AbortController and a socket listener per request (about 10 us of CPU here) and
-   * was measured no faster. Default `close`.
+   * (every Node version); `signal` also listens to `req.signal` where the runtime has it (Node 24).
+   * `signal` fired about 0.1-0.2 ms earlier over three hops in our runs, and costs an AbortController
+   * and a socket listener per request (about 10 us of CPU). Default `close`.
    */
   disconnect?: 'close' | 'signal';
 }
