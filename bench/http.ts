@@ -1,0 +1,235 @@
+// HTTP bench: client -> A -> B (express, fetch between them), three variants in the same run:
+//   a  bare express + global fetch
+//   b  + OpenTelemetry http/express/undici instrumentation (NodeSDK, spans batched then dropped)
+//   c  + ctxflow (deadlines() middleware, ctxflow fetch, DeadlinePropagator composed with W3C)
+//   d  c, with instrumentation-express told to skip the span of the ctxflow middleware
+// A and B run as child processes; autocannon runs here. With taskset and 2+ cores this process is
+// pinned to core 0 and the servers to core 1. Variants are interleaved (a, b, c, a, b, c, ...);
+// medians and spread are reported, then the cancellation latency over three hops.
+// Environment: BENCH_ROUNDS (default 5), BENCH_SECONDS (default 5), BENCH_CONNECTIONS (default 10).
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const WARMUP_SECONDS = 1.5;
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
+const VARIANTS = ['a', 'b', 'c', 'd'] as const;
+type Variant = (typeof VARIANTS)[number];
+const LABELS: Record<Variant, string> = {
+  a: 'a bare',
+  b: 'b OTel',
+  c: 'c OTel+ctxflow',
+  d: 'd c, no mw span',
+};
+
+const node = process.execPath;
+const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
+const CLOCK_TICKS_PER_SECOND = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim() || 100);
+
+const CORES = availableParallelism();
+const pinned = CORES >= 2 && spawnSync('taskset', ['-V']).status === 0;
+if (pinned) spawnSync('taskset', ['-a', '-cp', '0', String(process.pid)], { stdio: 'ignore' });
+
+interface Server {
+  readonly child: ChildProcess;
+  readonly port: number;
+}
+
+function startServer(variant: Variant, role: 'A' | 'B', next?: string): Promise<Server> {
+  const args = [
+    '--conditions=ctxflow-source',
+    ...(variant === 'a' ? [] : ['--import', here('./http/otel.ts')]),
+    here('./http/server.ts'),
+  ];
+  const env = {
+    ...process.env,
+    BENCH_ROLE: role,
+    BENCH_CTXFLOW: variant === 'c' || variant === 'd' ? '1' : '0',
+    BENCH_IGNORE_MIDDLEWARE_SPAN: variant === 'd' ? '1' : '0',
+    ...(next === undefined ? {} : { BENCH_NEXT: next }),
+    NODE_ENV: 'production',
+  };
+  const [command, argv] = pinned ? ['taskset', ['-c', '1', node, ...args]] : [node, args];
+  const child = spawn(command as string, argv as string[], {
+    env,
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`${variant}/${role} exited with ${code}`)));
+    child.once('message', (message: { port: number }) => resolve({ child, port: message.port }));
+  });
+}
+
+/** utime + stime of a process, in seconds. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // Fields 14 and 15 of stat(5), counted from after the command name (which starts at field 3).
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+}
+
+function spanCount(server: Server): Promise<number> {
+  return new Promise((resolve) => {
+    server.child.once('message', (message: { spans: number }) => resolve(message.spans));
+    server.child.send({ type: 'spans' });
+  });
+}
+
+interface Run {
+  rps: number;
+  p50: number;
+  p99: number;
+  cpuUsPerRequest: number;
+  errors: number;
+}
+
+function quantile(sorted: Float64Array, q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number;
+}
+
+async function load(url: string, seconds: number, latencies?: number[]): Promise<autocannon.Result> {
+  const instance = autocannon({ url, connections: CONNECTIONS, duration: seconds });
+  if (latencies !== undefined) {
+    instance.on('response', (_client: unknown, _status: number, _bytes: number, ms: number) => {
+      latencies.push(ms);
+    });
+  }
+  return await instance;
+}
+
+async function measure(variant: Variant, a: Server, b: Server): Promise<Run> {
+  const url = `http://127.0.0.1:${a.port}/`;
+  await load(url, WARMUP_SECONDS);
+  const pids = [a.child.pid as number, b.child.pid as number];
+  const cpuBefore = pids.map(cpuSeconds);
+  const latencies: number[] = [];
+  const started = process.hrtime.bigint();
+  const result = await load(url, SECONDS, latencies);
+  const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+  const cpu = pids.map(cpuSeconds).reduce((sum, after, i) => sum + after - (cpuBefore[i] as number), 0);
+  const sorted = Float64Array.from(latencies).sort();
+  const requests = latencies.length;
+  const run = {
+    rps: requests / elapsed,
+    p50: quantile(sorted, 0.5),
+    p99: quantile(sorted, 0.99),
+    cpuUsPerRequest: (cpu / requests) * 1e6,
+    errors: result.errors + result.non2xx + result.timeouts,
+  };
+  process.stderr.write(
+    `  ${LABELS[variant].padEnd(16)} ${run.rps.toFixed(0).padStart(6)} req/s  p50 ${run.p50.toFixed(2)} ms  ` +
+      `p99 ${run.p99.toFixed(2)} ms  ${run.cpuUsPerRequest.toFixed(0)} us CPU/req  errors ${run.errors}\n`,
+  );
+  return run;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((x, y) => x - y);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1
+    ? (sorted[mid] as number)
+    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
+function spread(values: number[], digits: number): string {
+  return `${Math.min(...values).toFixed(digits)}-${Math.max(...values).toFixed(digits)}`;
+}
+
+function cancellation(): Record<string, { p50: number; p99: number; max: number; trials: number }> {
+  const args = ['--conditions=ctxflow-source', here('./http/cancel.ts')];
+  const [command, argv] = pinned ? ['taskset', ['-c', '1', node, ...args]] : [node, args];
+  const out = spawnSync(command as string, argv as string[], { encoding: 'utf8', timeout: 60_000 });
+  if (out.status !== 0) throw new Error(`cancellation bench failed: ${out.stderr}`);
+  return JSON.parse(out.stdout.trim().split('\n').at(-1) as string);
+}
+
+const servers = new Map<Variant, [Server, Server]>();
+try {
+  for (const variant of VARIANTS) {
+    const b = await startServer(variant, 'B');
+    const a = await startServer(variant, 'A', `http://127.0.0.1:${b.port}`);
+    servers.set(variant, [a, b]);
+  }
+  process.stderr.write(
+    `node ${process.version}, ${CORES} cores, ${pinned ? 'load generator on core 0, servers on core 1' : 'not pinned'}, ` +
+      `${CONNECTIONS} connections, ${ROUNDS} rounds of ${SECONDS} s after ${WARMUP_SECONDS} s warm-up each\n`,
+  );
+  const runs = new Map<Variant, Run[]>(VARIANTS.map((v) => [v, []]));
+  for (let round = 1; round <= ROUNDS; round++) {
+    process.stderr.write(`round ${round}\n`);
+    for (const variant of VARIANTS) {
+      const [a, b] = servers.get(variant) as [Server, Server];
+      runs.get(variant)?.push(await measure(variant, a, b));
+    }
+  }
+  for (const variant of ['b', 'c', 'd'] as const) {
+    const [a, b] = servers.get(variant) as [Server, Server];
+    const spans = [await spanCount(a), await spanCount(b)];
+    if (spans.some((count) => count === 0))
+      throw new Error(`variant ${variant}: no spans exported, instrumentation not live`);
+  }
+
+  const rows: string[] = [];
+  const medians = new Map<Variant, Run>();
+  rows.push('| variant | req/s median (range) | p50 ms | p99 ms | server CPU us/req (A+B) | errors |');
+  rows.push('| --- | --- | --- | --- | --- | --- |');
+  for (const variant of VARIANTS) {
+    const list = runs.get(variant) as Run[];
+    const pick = (key: keyof Run) => list.map((run) => run[key]);
+    const m: Run = {
+      rps: median(pick('rps')),
+      p50: median(pick('p50')),
+      p99: median(pick('p99')),
+      cpuUsPerRequest: median(pick('cpuUsPerRequest')),
+      errors: pick('errors').reduce((x, y) => x + y, 0),
+    };
+    medians.set(variant, m);
+    rows.push(
+      `| ${LABELS[variant]} | ${m.rps.toFixed(0)} (${spread(pick('rps'), 0)}) | ${m.p50.toFixed(2)} (${spread(pick('p50'), 2)}) ` +
+        `| ${m.p99.toFixed(2)} (${spread(pick('p99'), 2)}) | ${m.cpuUsPerRequest.toFixed(0)} (${spread(pick('cpuUsPerRequest'), 0)}) | ${m.errors} |`,
+    );
+  }
+  const ma = medians.get('a') as Run;
+  const mb = medians.get('b') as Run;
+  const ratio = (x: number, y: number) => (x / y).toFixed(2);
+  rows.push('');
+  rows.push(
+    `ratios of medians: b/a req/s ${ratio(mb.rps, ma.rps)}, CPU/req ${ratio(mb.cpuUsPerRequest, ma.cpuUsPerRequest)}`,
+  );
+  for (const variant of ['c', 'd'] as const) {
+    const m = medians.get(variant) as Run;
+    rows.push(
+      `  ${variant}: req/s ${variant}/b ${ratio(m.rps, mb.rps)}, ${variant}/a ${ratio(m.rps, ma.rps)}; ` +
+        `CPU/req ${variant}/b ${ratio(m.cpuUsPerRequest, mb.cpuUsPerRequest)}, ${variant}/a ${ratio(m.cpuUsPerRequest, ma.cpuUsPerRequest)}; ` +
+        `+${(m.cpuUsPerRequest - mb.cpuUsPerRequest).toFixed(0)} us server CPU per request (two hops) over b`,
+    );
+  }
+
+  for (const [, [a, b]] of servers) {
+    a.child.disconnect();
+    b.child.disconnect();
+  }
+  servers.clear();
+
+  const cancel = cancellation();
+  rows.push('');
+  rows.push(
+    'cancellation latency, client abort at A -> C handler signal (three hops, one process, 1,000 trials):',
+  );
+  for (const [mode, r] of Object.entries(cancel)) {
+    rows.push(
+      `  disconnect: ${mode.padEnd(5)} p50 ${r.p50.toFixed(3)} ms  p99 ${r.p99.toFixed(3)} ms  max ${r.max.toFixed(3)} ms  (${r.trials} trials)`,
+    );
+  }
+  console.log(rows.join('\n'));
+} finally {
+  for (const [, [a, b]] of servers) {
+    a.child.kill();
+    b.child.kill();
+  }
+}

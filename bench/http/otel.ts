@@ -1,0 +1,64 @@
+// Preloaded with `--import` into the bench's server processes (variants b and c): registers the
+// instrumentation loader hook, then starts the OpenTelemetry SDK before express is loaded. Spans are
+// made and batched but dropped at export, so the cost measured is OTel's in-process work only.
+import { register } from 'node:module';
+import {
+  CompositePropagator,
+  ExportResultCode,
+  W3CBaggagePropagator,
+  W3CTraceContextPropagator,
+} from '@opentelemetry/core';
+import { ExpressInstrumentation } from '@opentelemetry/instrumentation-express';
+import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
+import { UndiciInstrumentation } from '@opentelemetry/instrumentation-undici';
+import { NodeSDK } from '@opentelemetry/sdk-node';
+import { BatchSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace';
+import { DeadlinePropagator } from 'ctxflow';
+
+register('@opentelemetry/instrumentation/hook.mjs', import.meta.url);
+
+/** Counts the spans it is given and drops them. */
+class DroppingExporter implements SpanExporter {
+  spans = 0;
+  export(spans: ReadableSpan[], done: (result: { code: ExportResultCode }) => void): void {
+    this.spans += spans.length;
+    done({ code: ExportResultCode.SUCCESS });
+  }
+  shutdown(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+const exporter = new DroppingExporter();
+const withCtxflow = process.env.BENCH_CTXFLOW === '1';
+const sdk = new NodeSDK({
+  serviceName: `bench-${process.env.BENCH_ROLE ?? 'server'}`,
+  spanProcessors: [new BatchSpanProcessor({ exporter })],
+  instrumentations: [
+    new HttpInstrumentation(),
+    new ExpressInstrumentation(
+      process.env.BENCH_IGNORE_MIDDLEWARE_SPAN === '1'
+        ? { ignoreLayers: ['middleware - ctxflowDeadlines'] }
+        : {},
+    ),
+    new UndiciInstrumentation(),
+  ],
+  ...(withCtxflow
+    ? {
+        textMapPropagator: new CompositePropagator({
+          propagators: [
+            new W3CTraceContextPropagator(),
+            new W3CBaggagePropagator(),
+            new DeadlinePropagator(),
+          ],
+        }),
+      }
+    : {}),
+});
+sdk.start();
+
+/** How many spans were exported (and dropped) so far: the bench checks the instrumentation is live. */
+export function exportedSpans(): number {
+  return exporter.spans;
+}
+(globalThis as { benchExportedSpans?: () => number }).benchExportedSpans = exportedSpans;

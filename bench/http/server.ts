@@ -1,0 +1,41 @@
+// One hop of the bench chain, in its own process. BENCH_ROLE=A calls BENCH_NEXT; BENCH_ROLE=B answers.
+// BENCH_CTXFLOW=1 adds the ctxflow middleware and fetch. Reports its port over IPC when listening.
+import type { AddressInfo } from 'node:net';
+import { deadlines, errorHandler } from 'ctxflow/express';
+import { fetch as ctxFetch } from 'ctxflow/fetch';
+import express from 'express';
+
+const role = process.env.BENCH_ROLE ?? 'B';
+const next = process.env.BENCH_NEXT;
+const withCtxflow = process.env.BENCH_CTXFLOW === '1';
+const send = withCtxflow ? ctxFetch : globalThis.fetch;
+
+const app = express();
+app.disable('x-powered-by');
+app.disable('etag');
+if (withCtxflow) app.use(deadlines({ budgetMs: 10_000 }));
+if (role === 'A') {
+  app.get('/', async (_req, res) => {
+    const answer = await send(`${next}/`);
+    const body = (await answer.json()) as { hop: string };
+    res.json({ hop: 'A', next: body.hop });
+  });
+} else {
+  app.get('/', (_req, res) => {
+    res.json({ hop: 'B' });
+  });
+}
+if (withCtxflow) app.use(errorHandler());
+
+const server = app.listen(0, '127.0.0.1', () => {
+  process.send?.({ port: (server.address() as AddressInfo).port });
+});
+server.keepAliveTimeout = 60_000;
+
+process.on('message', (message: { type: string }) => {
+  if (message.type === 'spans') {
+    const count = (globalThis as { benchExportedSpans?: () => number }).benchExportedSpans?.() ?? 0;
+    process.send?.({ spans: count });
+  }
+});
+process.on('disconnect', () => process.exit(0));
