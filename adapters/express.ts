@@ -186,7 +186,7 @@ function defaultOnError(error: unknown): void {
 
 /** Answers a request whose context ended, unless a response is already under way or the client is gone. */
 function reply(res: ServerResponse, error: ContextDoneError): void {
-  if (res.headersSent || res.destroyed || res.writableEnded) return;
+  if (res.headersSent || res.destroyed || res.writableEnded || res.socket?.destroyed) return;
   const cause = error.cause;
   res.statusCode = statusFor(cause.code);
   res.removeHeader('content-length');
