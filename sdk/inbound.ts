@@ -1,9 +1,15 @@
-import type { Context as OtelContext, TextMapGetter } from '@opentelemetry/api';
+import { type Context as OtelContext, type TextMapGetter, trace } from '@opentelemetry/api';
 import type { CauseCode } from './cause.ts';
 import { background, type CancelableContext, newContext } from './context.ts';
-import { extractContext } from './propagation.ts';
+import { extractTrace } from './propagation.ts';
 import { CONTEXT_KEY } from './scope.ts';
-import { DEFAULT_MAX_INBOUND_MS, type WireOptions } from './wire.ts';
+import {
+  DEADLINE_HEADER,
+  DEFAULT_MAX_INBOUND_MS,
+  inboundDeadline,
+  TIMEOUT_HEADER,
+  type WireOptions,
+} from './wire.ts';
 
 /** How a server side of an adapter turns an inbound call into a context. */
 export interface InboundOptions extends WireOptions {
@@ -34,18 +40,22 @@ export function acceptInbound(
   options: InboundOptions = {},
   transportDeadline?: number,
 ): InboundCall {
-  const inbound = extractContext(carrier, getter, options);
+  const otelContext = extractTrace(carrier, getter);
   const trusted = options.trustInbound ?? true;
+  // Untrusted deadline headers are not even decoded: they must not show up in the rejection counts.
+  const sent = trusted
+    ? inboundDeadline(getter.get(carrier, TIMEOUT_HEADER), getter.get(carrier, DEADLINE_HEADER), options)
+    : undefined;
   const now = Date.now();
   const cap = now + (options.maxInboundMs ?? DEFAULT_MAX_INBOUND_MS);
-  let deadline = trusted ? earliest(inbound.deadline, transportDeadline) : undefined;
+  let deadline = trusted ? earliest(sent, transportDeadline) : undefined;
   if (deadline !== undefined && deadline > cap) deadline = cap;
   if (options.budgetMs !== undefined) deadline = earliest(deadline, now + options.budgetMs);
-  const ctx = newContext(background(), deadline, inbound.traceId);
+  const ctx = newContext(background(), deadline, trace.getSpanContext(otelContext)?.traceId);
   return {
     ctx,
-    otelContext: inbound.otelContext.setValue(CONTEXT_KEY, ctx),
-    callerGoneCause: trusted && inbound.deadline !== undefined ? 'upstream_cancelled' : 'client_disconnected',
+    otelContext: otelContext.setValue(CONTEXT_KEY, ctx),
+    callerGoneCause: trusted && sent !== undefined ? 'upstream_cancelled' : 'client_disconnected',
   };
 }
 

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, it } from 'node:test';
-import { metrics } from '@opentelemetry/api';
+import { defaultTextMapGetter, metrics } from '@opentelemetry/api';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
+import { acceptInbound } from './inbound.ts';
 import { decodeCause, inboundDeadline } from './wire.ts';
 
 class Reader extends MetricReader {
@@ -43,4 +44,14 @@ it('counts every ignored or clamped inbound value by header and reason', async (
     'ctx-deadline/malformed': 1,
     'ctx-cancel-reason/malformed': 1,
   });
+});
+
+it('does not read, so does not count, deadline headers at a trust boundary', async () => {
+  const before = await rejected();
+  acceptInbound({ 'ctx-timeout': 'junk', 'ctx-deadline': '-1' }, defaultTextMapGetter, {
+    trustInbound: false,
+  }).ctx.release();
+  assert.deepEqual(await rejected(), before);
+  acceptInbound({ 'ctx-timeout': 'junk' }, defaultTextMapGetter).ctx.release();
+  assert.equal((await rejected())['ctx-timeout/malformed'], (before['ctx-timeout/malformed'] ?? 0) + 1);
 });

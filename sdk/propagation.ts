@@ -98,15 +98,19 @@ export interface Inbound {
 }
 
 /**
- * Reads trace and deadline headers from an inbound carrier. When an instrumentation has already
- * started a server span, its context is kept; otherwise the remote trace parent is extracted.
+ * The OpenTelemetry context to run an inbound call in: the active one when an instrumentation has
+ * already started a server span for it, otherwise the active one plus the carrier's trace parent.
  */
-export function extractContext(carrier: unknown, getter: TextMapGetter, options: WireOptions = {}): Inbound {
+export function extractTrace(carrier: unknown, getter: TextMapGetter): OtelContext {
   // The caller runs its handler in the returned context: that needs a working context manager.
   ensureContextManager();
   const active = otel.active();
-  const otelContext =
-    trace.getSpan(active) === undefined ? tracePropagator().extract(active, carrier, getter) : active;
+  return trace.getSpan(active) === undefined ? tracePropagator().extract(active, carrier, getter) : active;
+}
+
+/** Reads trace and deadline headers from an inbound carrier (see `extractTrace` and `inboundDeadline`). */
+export function extractContext(carrier: unknown, getter: TextMapGetter, options: WireOptions = {}): Inbound {
+  const otelContext = extractTrace(carrier, getter);
   return {
     otelContext,
     deadline: inboundDeadline(
