@@ -58,7 +58,15 @@ export type GrpcContextError = ContextDoneError & {
 };
 
 /** Options of `clientInterceptor`. */
-export interface ClientInterceptorOptions extends Pick<WireOptions, 'reserveMs'> {}
+export interface ClientInterceptorOptions extends Pick<WireOptions, 'reserveMs'> {
+  /**
+   * Also send the budget as ctx-timeout and ctx-deadline metadata (default true). grpc-timeout
+   * carries it to any gRPC server already; the ctx-* copies are what ctxflow sends on every
+   * transport, and they survive a proxy that rewrites or drops grpc-timeout. `false` sends the
+   * trace headers alone, which saves a few microseconds per call (see docs/grpc.md).
+   */
+  deadlineMetadata?: boolean;
+}
 
 /** Options of `serverInterceptor`: the context budget and how far inbound metadata is trusted. */
 export interface ServerInterceptorOptions extends InboundOptions {}
@@ -148,6 +156,7 @@ const endedLocally = new WeakMap<Metadata, ContextDoneError>();
 export function clientInterceptor(options: ClientInterceptorOptions = {}): Interceptor {
   const reserveMs = options.reserveMs ?? DEFAULT_RESERVE_MS;
   const wire: WireOptions = { reserveMs };
+  const deadlineMetadata = options.deadlineMetadata ?? true;
   return (callOptions: InterceptorOptions, nextCall: NextCall) => {
     const ctx = current();
     const doneError = ctx.error;
@@ -166,9 +175,11 @@ export function clientInterceptor(options: ClientInterceptorOptions = {}): Inter
     let unlink = noop;
     const call: grpc.InterceptingCall = new grpc.InterceptingCall(next, {
       start(metadata, _listener, startNext) {
-        if (otel.active() === active) injectContext(ctx, metadata, metadataSetter, wire);
-        else otel.with(active, injectContext, undefined, ctx, metadata, metadataSetter, wire);
-        if (!fromContext && deadline !== undefined) {
+        // A context without a deadline writes the trace headers alone.
+        const source = deadlineMetadata ? ctx : BACKGROUND;
+        if (otel.active() === active) injectContext(source, metadata, metadataSetter, wire);
+        else otel.with(active, injectContext, undefined, source, metadata, metadataSetter, wire);
+        if (deadlineMetadata && !fromContext && deadline !== undefined) {
           // The explicit deadline is the earlier one: tell the server that one in ctx-* too.
           const now = Date.now();
           metadata.set(TIMEOUT_HEADER, encodeTimeout(deadline - now, 0));
@@ -377,7 +388,8 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
       start(startNext) {
         const listener: ServerListener = {
           onReceiveMetadata(metadata, metadataNext) {
-            const inbound = acceptInbound(metadata, metadataGetter, options, epochMs(call.getDeadline()));
+            const transportDeadline = epochMs(call.getDeadline());
+            const inbound = acceptInbound(metadata, metadataGetter, options, transportDeadline);
             const ctx = inbound.ctx;
             const callState: ServerCall = {
               ctx,
@@ -397,18 +409,33 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
               return;
             }
             serverCalls.set(metadata, callState);
-            callState.unlink = ctx.onDone((error) => {
-              if (callState.finished || callState.responded) return;
-              intercepting.sendStatus({
-                code: statusFor(error.cause.code),
-                details: `ctxflow: ${error.message}`,
+            // A deadline of ours ends the call with its reason. When it is the transport's own
+            // (give or take the clock's tick), grpc-js's deadline timer ends the call already and
+            // onCancel ends the context: no timer of ours until the handler observes the context.
+            const deadline = ctx.deadline;
+            if (
+              deadline !== undefined &&
+              (transportDeadline === undefined || deadline < transportDeadline - NEAR_DEADLINE_MS)
+            ) {
+              callState.unlink = ctx.onDone((error) => {
+                if (callState.finished || callState.responded) return;
+                intercepting.sendStatus({
+                  code: statusFor(error.cause.code),
+                  details: `ctxflow: ${error.message}`,
+                });
               });
-            });
+            }
+            // The handler starts here for client and bidi streaming, at the half-close otherwise:
+            // events before it run no user code and need no context.
+            if (!handlerOnMetadata) {
+              metadataNext(metadata);
+              return;
+            }
             otel.with(inbound.otelContext, metadataNext, undefined, metadata);
-            if (handlerOnMetadata) checkBound(callState);
+            checkBound(callState);
           },
           onReceiveMessage(message, messageNext) {
-            if (state === undefined) messageNext(message);
+            if (state === undefined || !handlerOnMetadata) messageNext(message);
             else otel.with(state.otelContext, messageNext, undefined, message);
           },
           onReceiveHalfClose(halfCloseNext) {
