@@ -1,0 +1,170 @@
+// The load generator, one process per variant (BENCH_VARIANT, same preload as its server). On
+// {type:'run'}: a closed loop of BENCH_CONCURRENCY unary calls for the warm-up, then for the
+// measured window, each call started from ROOT_CONTEXT (and, with ctxflow, under a fresh 5 s
+// context); replies with the count, latency quantiles and the server's CPU time over the window
+// (from /proc/PID/stat). On {type:'cancel'}: sequential Hang calls, each cancelled once its first
+// message arrived; replies with when each cancel was issued.
+import { readFileSync } from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
+import { context as otel, ROOT_CONTEXT } from '@opentelemetry/api';
+import { background, run, withCancel, withTimeout } from 'ctxflow';
+import { clientOptions } from 'ctxflow/grpc';
+import { benchService, type Variant } from './service.ts';
+
+const variant = (process.env.BENCH_VARIANT ?? 'bare') as Variant;
+const withCtxflow = variant === 'ctxflow';
+const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32);
+const ticksPerSecond = Number(process.env.BENCH_CLK_TCK ?? 100);
+
+const BenchClient = grpc.makeGenericClientConstructor(benchService, 'Bench');
+type Client = InstanceType<typeof BenchClient> & {
+  unary(
+    request: Buffer,
+    callback: (error: grpc.ServiceError | null, response?: Buffer) => void,
+  ): grpc.ClientUnaryCall;
+  hang(request: Buffer): grpc.ClientReadableStream<Buffer>;
+};
+let client: Client;
+
+/** CPU time spent by every process on the machine (user, nice, system, irq, softirq, steal), in seconds. */
+function machineBusySeconds(): number {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] as string;
+  const [user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
+  return (
+    ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) / ticksPerSecond
+  );
+}
+
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
+}
+
+const REQUEST = Buffer.from('{"n":1}');
+
+function call(): Promise<void> {
+  return new Promise((resolve, reject) => {
+    otel.with(ROOT_CONTEXT, () => {
+      if (!withCtxflow) {
+        client.unary(REQUEST, (error) => (error ? reject(error) : resolve()));
+        return;
+      }
+      const ctx = withTimeout(background(), 5000);
+      run(ctx, () =>
+        client.unary(REQUEST, (error) => {
+          ctx.release();
+          if (error) reject(error);
+          else resolve();
+        }),
+      );
+    });
+  });
+}
+
+/** Runs the closed loop for `seconds`; latencies in ms when `record`. */
+async function loop(
+  seconds: number,
+  record: boolean,
+): Promise<{ count: number; errors: number; latencies: number[] }> {
+  const end = process.hrtime.bigint() + BigInt(Math.round(seconds * 1e9));
+  const latencies: number[] = [];
+  let count = 0;
+  let errors = 0;
+  const worker = async () => {
+    while (process.hrtime.bigint() < end) {
+      const started = process.hrtime.bigint();
+      try {
+        await call();
+        count++;
+        if (record) latencies.push(Number(process.hrtime.bigint() - started) / 1e6);
+      } catch {
+        errors++;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return { count, errors, latencies };
+}
+
+function quantile(sorted: Float64Array, q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number;
+}
+
+async function measure(seconds: number, warmup: number, serverPid: number) {
+  await loop(warmup, false);
+  const cpuBefore = cpuSeconds(serverPid);
+  const machineBefore = machineBusySeconds();
+  const selfBefore = process.cpuUsage();
+  const started = process.hrtime.bigint();
+  const { count, errors, latencies } = await loop(seconds, true);
+  const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+  const serverCpu = cpuSeconds(serverPid) - cpuBefore;
+  const self = process.cpuUsage(selfBefore);
+  // What else ran on the machine meanwhile (other processes, the kernel), in cores: a noise gauge.
+  const foreign =
+    (machineBusySeconds() - machineBefore - serverCpu - (self.user + self.system) / 1e6) / elapsed;
+  const sorted = Float64Array.from(latencies).sort();
+  return {
+    rps: count / elapsed,
+    p50: quantile(sorted, 0.5),
+    p99: quantile(sorted, 0.99),
+    serverCpuUsPerRequest: (serverCpu / count) * 1e6,
+    clientCpuUsPerRequest: (self.user + self.system) / count,
+    foreignCores: Math.max(0, foreign),
+    errors,
+  };
+}
+
+async function cancellations(trials: number): Promise<Record<string, string>> {
+  const issued: Record<string, string> = {};
+  for (let i = 0; i < trials; i++) {
+    const id = `${variant}-${i}`;
+    await new Promise<void>((resolve) => {
+      otel.with(ROOT_CONTEXT, () => {
+        const ctx = withCtxflow ? withCancel(background()) : undefined;
+        const stream =
+          ctx === undefined ? client.hang(Buffer.from(id)) : run(ctx, () => client.hang(Buffer.from(id)));
+        stream.on('error', () => {});
+        stream.once('data', () => {
+          issued[id] = String(process.hrtime.bigint());
+          if (ctx === undefined) stream.cancel();
+          else ctx.cancel();
+        });
+        stream.on('status', () => setTimeout(resolve, 1));
+      });
+    });
+  }
+  return issued;
+}
+
+process.on('message', async (message: { type: string; [key: string]: unknown }) => {
+  try {
+    if (message.type === 'connect') {
+      client = new BenchClient(
+        `127.0.0.1:${message.port}`,
+        grpc.credentials.createInsecure(),
+        withCtxflow ? clientOptions() : {},
+      ) as Client;
+      await new Promise<void>((resolve, reject) =>
+        client.waitForReady(Date.now() + 5000, (error) => (error ? reject(error) : resolve())),
+      );
+      process.send?.({ type: 'connected' });
+    } else if (message.type === 'run') {
+      const result = await measure(
+        message.seconds as number,
+        message.warmup as number,
+        message.serverPid as number,
+      );
+      process.send?.({ type: 'result', result });
+    } else if (message.type === 'cancel') {
+      process.send?.({ type: 'issued', issued: await cancellations(message.trials as number) });
+    } else if (message.type === 'spans') {
+      const spans = (globalThis as { benchExportedSpans?: () => number }).benchExportedSpans?.() ?? 0;
+      process.send?.({ type: 'spans', spans });
+    }
+  } catch (error) {
+    process.send?.({ type: 'error', message: String((error as Error).stack ?? error) });
+  }
+});
+process.on('disconnect', () => process.exit(0));

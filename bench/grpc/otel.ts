@@ -1,0 +1,33 @@
+// Preloaded with `--import` into the gRPC bench's processes (variants otel and ctxflow): registers
+// the instrumentation loader hook, then starts the OpenTelemetry SDK with instrumentation-grpc
+// before @grpc/grpc-js is loaded. Spans are made and batched but dropped at export, so the cost
+// measured is OTel's in-process work only.
+import { register } from 'node:module';
+import { ExportResultCode } from '@opentelemetry/core';
+import { GrpcInstrumentation } from '@opentelemetry/instrumentation-grpc';
+import { NodeSDK } from '@opentelemetry/sdk-node';
+import { BatchSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace';
+
+register('@opentelemetry/instrumentation/hook.mjs', import.meta.url);
+
+/** Counts the spans it is given and drops them. */
+class DroppingExporter implements SpanExporter {
+  spans = 0;
+  export(spans: ReadableSpan[], done: (result: { code: ExportResultCode }) => void): void {
+    this.spans += spans.length;
+    done({ code: ExportResultCode.SUCCESS });
+  }
+  shutdown(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+const exporter = new DroppingExporter();
+const sdk = new NodeSDK({
+  serviceName: `bench-grpc-${process.env.BENCH_ROLE ?? 'server'}`,
+  spanProcessors: [new BatchSpanProcessor({ exporter })],
+  instrumentations: [new GrpcInstrumentation()],
+});
+sdk.start();
+
+(globalThis as { benchExportedSpans?: () => number }).benchExportedSpans = () => exporter.spans;

@@ -1,0 +1,52 @@
+// The bench server, one process per variant (BENCH_VARIANT): grpc-js alone, with OTel (preloaded
+// bench/grpc/otel.ts), or with OTel and ctxflow (serverInterceptor + wrapService). Reports its
+// port over IPC; for Hang calls, reports when the handler learnt of the cancellation
+// (process.hrtime, CLOCK_MONOTONIC: comparable across processes on one machine).
+import * as grpc from '@grpc/grpc-js';
+import { current } from 'ctxflow';
+import { serverInterceptor, wrapService } from 'ctxflow/grpc';
+import { benchService, type Variant } from './service.ts';
+
+const variant = (process.env.BENCH_VARIANT ?? 'bare') as Variant;
+const withCtxflow = variant === 'ctxflow';
+
+function cancelled(request: Buffer): void {
+  const at = process.hrtime.bigint();
+  process.send?.({ type: 'cancelled', id: request.toString(), at: String(at) });
+}
+
+const implementation = {
+  unary(call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) {
+    callback(null, call.request);
+  },
+  hang(call: grpc.ServerWritableStream<Buffer, Buffer>) {
+    if (withCtxflow) {
+      const signal = current().signal;
+      signal.addEventListener('abort', () => cancelled(call.request), { once: true });
+    } else {
+      call.once('cancelled', () => cancelled(call.request));
+    }
+    call.write(call.request);
+  },
+};
+
+const server = new grpc.Server(withCtxflow ? { interceptors: [serverInterceptor()] } : {});
+server.addService(
+  benchService,
+  (withCtxflow ? wrapService(implementation) : implementation) as grpc.UntypedServiceImplementation,
+);
+server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (error, port) => {
+  if (error) throw error;
+  process.send?.({ type: 'listening', port });
+});
+
+process.on('message', (message: { type: string }) => {
+  if (message.type === 'spans') {
+    const spans = (globalThis as { benchExportedSpans?: () => number }).benchExportedSpans?.() ?? 0;
+    process.send?.({ type: 'spans', spans });
+  }
+});
+process.on('disconnect', () => {
+  server.forceShutdown();
+  process.exit(0);
+});

@@ -1,0 +1,25 @@
+// The bench service: Unary echoes its request; Hang (server streaming) sends one message, then
+// waits until the call is cancelled. Messages are raw bytes, so serialization costs nothing.
+import type grpc from '@grpc/grpc-js';
+
+const identity = (value: Buffer): Buffer => value;
+
+function method(name: string, responseStream: boolean) {
+  return {
+    path: `/ctxflow.bench.Bench/${name}`,
+    requestStream: false,
+    responseStream,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+  };
+}
+
+export const benchService = {
+  unary: method('Unary', false),
+  hang: method('Hang', true),
+} satisfies grpc.ServiceDefinition;
+
+export type Variant = 'bare' | 'otel' | 'ctxflow';
+export const VARIANTS: readonly Variant[] = ['bare', 'otel', 'ctxflow'];
