@@ -261,10 +261,12 @@ try {
   rows.push(
     `cancellation latency, client cancel → server handler notified (${CANCEL_TRIALS} sequential calls):`,
   );
-  for (const variant of ['bare', 'ctxflow'] as const) {
+  for (const variant of VARIANTS) {
     const r = await cancelLatency(pairs.get(variant) as Pair);
     const how =
-      variant === 'bare' ? "call.cancel() → call 'cancelled' event" : 'ctx.cancel() → current().signal abort';
+      variant === 'ctxflow'
+        ? 'ctx.cancel() → current().signal abort'
+        : "call.cancel() → call 'cancelled' event";
     rows.push(
       `  ${LABELS[variant].padEnd(26)} ${how.padEnd(40)} p50 ${r.p50.toFixed(3)} ms  p99 ${r.p99.toFixed(3)} ms  ` +
         `max ${r.max.toFixed(3)} ms  (${r.trials} trials)`,
