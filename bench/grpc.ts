@@ -1,7 +1,9 @@
 // gRPC bench: unary calls, three variants in the same run:
 //   bare     grpc-js alone
 //   otel     + OpenTelemetry (NodeSDK with instrumentation-grpc, preloaded; spans batched then dropped)
-//   ctxflow  + ctxflow (clientOptions() on the client; serverInterceptor() + wrapService() on the server)
+//   deadline + a 5 s `deadline` call option on each call, set by hand (grpc-js's own deadline cost)
+//   ctxflow  + ctxflow (clientOptions() on the client; serverInterceptor() + wrapService() on the
+//            server; each call under a fresh 5 s context)
 // Each variant has a server process and a load-generator process (a closed loop of
 // BENCH_CONCURRENCY calls, each from ROOT_CONTEXT). With taskset and 2+ cores the load generators
 // (and this process) run on core 0 and the servers on core 1. Variants are interleaved (bare, otel,
@@ -24,6 +26,7 @@ const CANCEL_TRIALS = Number(process.env.BENCH_CANCEL_TRIALS ?? 1000);
 const LABELS: Record<Variant, string> = {
   bare: 'grpc-js',
   otel: 'grpc-js + OTel',
+  deadline: 'grpc-js + OTel + deadline',
   ctxflow: 'grpc-js + OTel + ctxflow',
 };
 
@@ -203,7 +206,7 @@ try {
     }
   }
   const spans: string[] = [];
-  for (const variant of ['otel', 'ctxflow'] as const) {
+  for (const variant of ['otel', 'deadline', 'ctxflow'] as const) {
     const { server, load } = pairs.get(variant) as Pair;
     const counts = [
       (await server.ask({ type: 'spans' }, 'spans')).spans,
@@ -245,23 +248,28 @@ try {
   }
   const bare = medians.get('bare') as Run;
   const otel = medians.get('otel') as Run;
+  const deadline = medians.get('deadline') as Run;
   const ctxflow = medians.get('ctxflow') as Run;
   const ratio = (x: number, y: number) => (x / y).toFixed(2);
   rows.push('');
   rows.push(
-    `ratios of medians: calls/s otel/bare ${ratio(otel.rps, bare.rps)}, ctxflow/otel ${ratio(ctxflow.rps, otel.rps)}, ` +
-      `ctxflow/bare ${ratio(ctxflow.rps, bare.rps)}; server CPU/call otel/bare ${ratio(otel.serverCpuUsPerRequest, bare.serverCpuUsPerRequest)}, ` +
-      `ctxflow/otel ${ratio(ctxflow.serverCpuUsPerRequest, otel.serverCpuUsPerRequest)}; ctxflow adds ` +
-      `${(ctxflow.serverCpuUsPerRequest - otel.serverCpuUsPerRequest).toFixed(1)} µs server CPU and ` +
-      `${(ctxflow.clientCpuUsPerRequest - otel.clientCpuUsPerRequest).toFixed(1)} µs client CPU per call over OTel`,
+    `ratios of medians: calls/s otel/bare ${ratio(otel.rps, bare.rps)}, deadline/otel ${ratio(deadline.rps, otel.rps)}, ` +
+      `ctxflow/otel ${ratio(ctxflow.rps, otel.rps)}, ctxflow/deadline ${ratio(ctxflow.rps, deadline.rps)}, ` +
+      `ctxflow/bare ${ratio(ctxflow.rps, bare.rps)}; server CPU/call otel/bare ` +
+      `${ratio(otel.serverCpuUsPerRequest, bare.serverCpuUsPerRequest)}, ctxflow/otel ` +
+      `${ratio(ctxflow.serverCpuUsPerRequest, otel.serverCpuUsPerRequest)}`,
   );
+  const over = (base: Run, name: string) =>
+    `over ${name}: ${(ctxflow.serverCpuUsPerRequest - base.serverCpuUsPerRequest).toFixed(1)} µs server CPU and ` +
+    `${(ctxflow.clientCpuUsPerRequest - base.clientCpuUsPerRequest).toFixed(1)} µs client CPU per call`;
+  rows.push(`ctxflow adds, ${over(otel, 'OTel')}; ${over(deadline, 'OTel with a hand-set deadline')}`);
   rows.push(spans.join('; '));
 
   rows.push('');
   rows.push(
     `cancellation latency, client cancel → server handler notified (${CANCEL_TRIALS} sequential calls):`,
   );
-  for (const variant of VARIANTS) {
+  for (const variant of ['bare', 'otel', 'ctxflow'] as const) {
     const r = await cancelLatency(pairs.get(variant) as Pair);
     const how =
       variant === 'ctxflow'

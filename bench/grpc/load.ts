@@ -1,7 +1,7 @@
 // The load generator, one process per variant (BENCH_VARIANT, same preload as its server). On
 // {type:'run'}: a closed loop of BENCH_CONCURRENCY unary calls for the warm-up, then for the
-// measured window, each call started from ROOT_CONTEXT (and, with ctxflow, under a fresh 5 s
-// context); replies with the count, latency quantiles and the server's CPU time over the window
+// measured window, each call started from ROOT_CONTEXT (with a 5 s deadline option for the
+// `deadline` variant, under a fresh 5 s context for `ctxflow`); replies with the count, latency quantiles and the server's CPU time over the window
 // (from /proc/PID/stat). On {type:'cancel'}: sequential Hang calls, each cancelled once its first
 // message arrived; replies with when each cancel was issued.
 import { readFileSync } from 'node:fs';
@@ -20,6 +20,7 @@ const BenchClient = grpc.makeGenericClientConstructor(benchService, 'Bench');
 type Client = InstanceType<typeof BenchClient> & {
   unary(
     request: Buffer,
+    options: grpc.CallOptions,
     callback: (error: grpc.ServiceError | null, response?: Buffer) => void,
   ): grpc.ClientUnaryCall;
   hang(request: Buffer): grpc.ClientReadableStream<Buffer>;
@@ -42,17 +43,24 @@ function cpuSeconds(pid: number): number {
 }
 
 const REQUEST = Buffer.from('{"n":1}');
+const NO_OPTIONS: grpc.CallOptions = {};
 
 function call(): Promise<void> {
   return new Promise((resolve, reject) => {
     otel.with(ROOT_CONTEXT, () => {
+      if (variant === 'deadline') {
+        client.unary(REQUEST, { deadline: Date.now() + 5000 }, (error) =>
+          error ? reject(error) : resolve(),
+        );
+        return;
+      }
       if (!withCtxflow) {
-        client.unary(REQUEST, (error) => (error ? reject(error) : resolve()));
+        client.unary(REQUEST, NO_OPTIONS, (error) => (error ? reject(error) : resolve()));
         return;
       }
       const ctx = withTimeout(background(), 5000);
       run(ctx, () =>
-        client.unary(REQUEST, (error) => {
+        client.unary(REQUEST, NO_OPTIONS, (error) => {
           ctx.release();
           if (error) reject(error);
           else resolve();

@@ -21,5 +21,9 @@ export const benchService = {
   hang: method('Hang', true),
 } satisfies grpc.ServiceDefinition;
 
-export type Variant = 'bare' | 'otel' | 'ctxflow';
-export const VARIANTS: readonly Variant[] = ['bare', 'otel', 'ctxflow'];
+/**
+ * bare: grpc-js alone; otel: + OpenTelemetry; deadline: + OTel + a deadline set by hand on each call
+ * (what ctxflow's cost compares with when budgets matter); ctxflow: + OTel + ctxflow.
+ */
+export type Variant = 'bare' | 'otel' | 'deadline' | 'ctxflow';
+export const VARIANTS: readonly Variant[] = ['bare', 'otel', 'deadline', 'ctxflow'];
