@@ -279,3 +279,30 @@ describe('trace id', () => {
     assert.equal(withCancel(background()).traceId, undefined);
   });
 });
+
+describe('roots', () => {
+  it('background and detached contexts never end, and children of them still do', () => {
+    const root = background() as ReturnType<typeof withCancel>;
+    root.cancel();
+    assert.equal(root.done, false);
+    const detached = withoutCancel(withCancel(background())) as ReturnType<typeof withCancel>;
+    detached.cancel();
+    assert.equal(detached.done, false);
+    const child = withCancel(detached);
+    child.signal;
+    child.cancel('shutdown');
+    assert.equal(child.cause?.code, 'shutdown');
+  });
+
+  it('the plain causes share one error each, so ending a context allocates none', () => {
+    const a = withCancel(background());
+    const b = withCancel(background());
+    a.cancel();
+    b.cancel();
+    assert.equal(a.error, b.error);
+    assert.ok(a.error instanceof CancelledError);
+    const c = withCancel(background());
+    c.cancel({ code: 'cancelled', message: 'by user' });
+    assert.notEqual(c.error, a.error);
+  });
+});

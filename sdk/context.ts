@@ -44,6 +44,9 @@ export interface CancelableContext extends Context, Disposable {
 
 const CANCELLED: Cause = Object.freeze({ code: 'cancelled' });
 const DEADLINE_EXCEEDED: Cause = Object.freeze({ code: 'deadline_exceeded' });
+// Like Go's context.Canceled and DeadlineExceeded: the plain causes share one error each.
+const CANCELLED_ERROR = errorFor(CANCELLED);
+const DEADLINE_EXCEEDED_ERROR = errorFor(DEADLINE_EXCEEDED);
 // setTimeout holds at most a signed 32-bit delay; longer deadlines re-arm on wake-up.
 const MAX_TIMER_DELAY = 2 ** 31 - 1;
 
@@ -91,7 +94,12 @@ class Node implements CancelableContext {
   get error(): ContextDoneError | undefined {
     const cause = this.#settle();
     if (cause === undefined) return undefined;
-    this.#error ??= errorFor(cause);
+    this.#error ??=
+      cause === CANCELLED
+        ? CANCELLED_ERROR
+        : cause === DEADLINE_EXCEEDED
+          ? DEADLINE_EXCEEDED_ERROR
+          : errorFor(cause);
     return this.#error;
   }
 
@@ -130,7 +138,8 @@ class Node implements CancelableContext {
   }
 
   cancel(cause?: CauseInput): void {
-    if (this.#settle() !== undefined) return;
+    // Roots (background, withoutCancel) never end; they are not handed out as cancelable anyway.
+    if (this.parent === undefined || this.#settle() !== undefined) return;
     this.#finish(cause === undefined ? CANCELLED : toCause(cause), Date.now());
   }
 
@@ -174,7 +183,8 @@ class Node implements CancelableContext {
     this.#observed = true;
     this.#armTimer();
     const parent = this.parent;
-    if (parent !== undefined) {
+    // A root never ends, so a child of one has nothing to listen to.
+    if (parent?.parent !== undefined) {
       const parentCause = parent.#settle();
       if (parentCause !== undefined) {
         this.#finish(parentCause, parent.#doneAt);
