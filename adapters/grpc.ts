@@ -337,8 +337,16 @@ interface ServerCall {
   unlink: () => void;
 }
 
-/** Request metadata of a live call → its state, for `wrapService` (the handler's call.metadata). */
-const serverCalls = new WeakMap<Metadata, ServerCall>();
+/**
+ * A live call's state, on its request metadata (the handler's `call.metadata`), for `wrapService`.
+ * A symbol property rather than a WeakMap: one per call, and ephemerons cost the GC at this rate.
+ */
+const CALL_STATE = Symbol('ctxflow.grpc.call');
+type WithState = Metadata & { [CALL_STATE]?: ServerCall };
+
+function stateOf(metadata: Metadata | undefined): ServerCall | undefined {
+  return metadata === undefined || metadata === null ? undefined : (metadata as WithState)[CALL_STATE];
+}
 
 let warnedUnbound = false;
 
@@ -408,7 +416,7 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
               });
               return;
             }
-            serverCalls.set(metadata, callState);
+            (metadata as WithState)[CALL_STATE] = callState;
             // A deadline of ours ends the call with its reason. When it is the transport's own
             // (give or take the clock's tick), grpc-js's deadline timer ends the call already and
             // onCancel ends the context: no timer of ours until the handler observes the context.
@@ -509,7 +517,7 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
 
 /** The context of the call a handler serves, from its call object; undefined without `serverInterceptor`. */
 export function callContext(call: { metadata?: Metadata }): Context | undefined {
-  return call.metadata === undefined ? undefined : serverCalls.get(call.metadata)?.ctx;
+  return stateOf(call.metadata)?.ctx;
 }
 
 type Handler = (this: unknown, call: HandlerCall, callback?: UnaryCallback) => unknown;
@@ -548,7 +556,7 @@ export function wrapService<T extends object>(implementation: T): T {
 
 function bindHandler(handler: Handler, self: unknown): Handler {
   return function ctxflowHandler(call: HandlerCall, callback?: UnaryCallback): void {
-    const state = call?.metadata === undefined ? undefined : serverCalls.get(call.metadata);
+    const state = stateOf(call?.metadata);
     if (state === undefined) {
       handleCall(handler, self, call, callback);
       return;
