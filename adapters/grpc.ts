@@ -297,7 +297,7 @@ export const typedErrors: CallInvocationTransformer = (properties) => {
       else callback((toContextError(error) as ServiceError | undefined) ?? error, value);
     };
   } else {
-    const call = properties.call as CallProperties<unknown, unknown>['call'] & { emit: typeof emitType };
+    const call = properties.call as CallProperties<unknown, unknown>['call'] & { emit: Emit };
     const emit = call.emit;
     call.emit = function (this: unknown, event: string | symbol, ...args: unknown[]): boolean {
       if (event === 'error') args[0] = toContextError(args[0]) ?? args[0];
@@ -306,7 +306,7 @@ export const typedErrors: CallInvocationTransformer = (properties) => {
   }
   return properties;
 };
-declare function emitType(event: string | symbol, ...args: unknown[]): boolean;
+type Emit = (event: string | symbol, ...args: unknown[]) => boolean;
 
 /**
  * Client options with ctxflow: `clientInterceptor(options)` and `typedErrors`. Spread them into the
