@@ -49,11 +49,13 @@ const headerGetter: TextMapGetter<IncomingHttpHeaders> = {
   keys: (carrier) => Object.keys(carrier),
 };
 
-const contexts = new WeakMap<IncomingMessage, CancelableContext>();
+// A symbol-keyed property rather than a WeakMap: cheaper per request, and it dies with the request.
+const CONTEXT = Symbol('ctxflow.context');
+type WithContext = IncomingMessage & { [CONTEXT]?: CancelableContext };
 
 /** The context `deadlines()` made for `req`, for code that holds the request but runs outside it. */
 export function contextOf(req: IncomingMessage): Context | undefined {
-  return contexts.get(req);
+  return (req as WithContext)[CONTEXT];
 }
 
 /** The HTTP status that reports a context ended with `code`. */
@@ -99,37 +101,24 @@ export function deadlines(
         return;
       }
     }
-    contexts.set(req, ctx);
+    (req as WithContext)[CONTEXT] = ctx;
     const callerGone = call.callerGoneCause;
-    const onGone = () => ctx.cancel(callerGone);
     const signal = useSignal ? (req as { signal?: AbortSignal }).signal : undefined;
     if (signal !== undefined) {
       if (signal.aborted) {
-        onGone();
+        ctx.cancel(callerGone);
         return;
       }
-      signal.addEventListener('abort', onGone);
+      signal.addEventListener('abort', () => ctx.cancel(callerGone));
     }
-    let released = false;
     ctx.onDone((error) => {
-      if (released) return;
+      if (res.writableFinished) return;
       span?.setAttribute(CAUSE_ATTRIBUTE, error.cause.code);
       reply(res, error);
     });
-    const done = () => {
-      res.removeListener('finish', done);
-      res.removeListener('close', done);
-      signal?.removeEventListener('abort', onGone);
-      // 'close' before the response was fully written: the connection went away under it.
-      if (!res.writableFinished) {
-        ctx.cancel(callerGone);
-      } else {
-        released = true;
-        ctx.release();
-      }
-    };
-    res.on('finish', done);
-    res.on('close', done);
+    // 'close' follows a complete response too; before it, it means the connection went away.
+    // Listeners on `res` and `req.signal` die with the request: nothing to remove.
+    res.once('close', () => (res.writableFinished ? ctx.release() : ctx.cancel(callerGone)));
     otel.with(call.otelContext, next);
   };
 }
@@ -146,7 +135,7 @@ export function errorHandler(
   const onError = options.onError ?? defaultOnError;
   // biome-ignore lint/correctness/noUnusedFunctionParameters: express tells error middleware by its four parameters
   return function ctxflowErrors(error, req, res, next) {
-    const ctx = contexts.get(req);
+    const ctx = (req as WithContext)[CONTEXT];
     // Answer first, then end the context: its end would otherwise answer with its own status.
     if (error instanceof ContextDoneError) {
       reply(res, error);
