@@ -28,14 +28,16 @@ describe('fetch', () => {
     assert.equal(server.requests, before);
   });
 
-  test('sends the remaining budget less the reserve, and the deadline less the reserve', async () => {
+  test('sends the remaining budget less the reserve; the absolute deadline only when asked', async () => {
     const ctx = withTimeout(background(), 1_000);
     try {
       let left = ctx.remaining();
       const raw = await ctx.run(() => echo());
       const timeout = Number(valuesOf(raw, 'ctx-timeout')[0]);
       assert.ok(timeout <= left - 5 && timeout >= left - 5 - 50, `ctx-timeout ${timeout}, ${left} left`);
-      assert.deepEqual(valuesOf(raw, 'ctx-deadline'), [String((ctx.deadline as number) - 5)]);
+      assert.deepEqual(valuesOf(raw, 'ctx-deadline'), []);
+      const absolute = await echo({ ctx, sendDeadline: true });
+      assert.deepEqual(valuesOf(absolute, 'ctx-deadline'), [String((ctx.deadline as number) - 5)]);
       left = ctx.remaining();
       const reserved = await echo({ ctx, reserveMs: 100 });
       const reservedTimeout = Number(valuesOf(reserved, 'ctx-timeout')[0]);

@@ -5,7 +5,7 @@ import { injectContext, injectDeadline } from '../sdk/propagation.ts';
 import { CANCEL_REASON_HEADER, remoteError, TIMEOUT_HEADER, type WireOptions } from '../sdk/wire.ts';
 
 /** `fetch`'s RequestInit, plus the context to send under and how to write its budget. */
-export interface ContextRequestInit extends RequestInit, Pick<WireOptions, 'reserveMs'> {
+export interface ContextRequestInit extends RequestInit, Pick<WireOptions, 'reserveMs' | 'sendDeadline'> {
   /** The context whose trace, deadline and cancellation the request carries. Default `current()`. */
   ctx?: Context;
 }
@@ -59,24 +59,22 @@ function inject(ctx: Context, headers: Headers, options: WireOptions, callerHead
  * are in, reading the body is no longer tied to the context.
  */
 export async function fetch(input: string | URL | Request, init?: ContextRequestInit): Promise<Response> {
-  const ctx = init?.ctx ?? current();
+  const { ctx: explicit, reserveMs, sendDeadline, ...rest } = init ?? {};
+  const ctx = explicit ?? current();
   ctx.throwIfDone();
   const request = input instanceof Request ? input : undefined;
-  const callerHeaders = init?.headers ?? request?.headers;
+  const callerHeaders = rest.headers ?? request?.headers;
   const headers = new Headers(callerHeaders);
-  inject(
-    ctx,
-    headers,
-    init?.reserveMs === undefined ? NO_OPTIONS : { reserveMs: init.reserveMs },
-    callerHeaders !== undefined,
-  );
+  const wire =
+    reserveMs === undefined && sendDeadline === undefined ? NO_OPTIONS : { reserveMs, sendDeadline };
+  inject(ctx, headers, wire, callerHeaders !== undefined);
 
   // One AbortController per request, linked to the context and to the caller's signal by one
   // listener each, both removed when the request settles (no AbortSignal.any: it leaks).
   const controller = new AbortController();
   const abortWith = (reason: unknown) => controller.abort(reason);
   const unlinkContext = ctx === BACKGROUND ? noop : ctx.onDone(abortWith);
-  const callerSignal = init?.signal ?? request?.signal;
+  const callerSignal = rest.signal ?? request?.signal;
   let onCallerAbort: (() => void) | undefined;
   if (callerSignal != null) {
     if (callerSignal.aborted) {
@@ -87,9 +85,7 @@ export async function fetch(input: string | URL | Request, init?: ContextRequest
     callerSignal.addEventListener('abort', onCallerAbort);
   }
 
-  const forwarded: RequestInit = { ...init, headers, signal: controller.signal };
-  delete (forwarded as ContextRequestInit).ctx;
-  delete (forwarded as ContextRequestInit).reserveMs;
+  const forwarded: RequestInit = { ...rest, headers, signal: controller.signal };
   try {
     const response = await (current() === ctx
       ? globalFetch(input, forwarded)

@@ -7,7 +7,9 @@ import { injectContext } from '../sdk/propagation.ts';
 import { CANCEL_REASON_HEADER, remoteError, type WireOptions } from '../sdk/wire.ts';
 
 /** node:http request options, plus the context to send under and how to write its budget. */
-export interface ContextRequestOptions extends https.RequestOptions, Pick<WireOptions, 'reserveMs'> {
+export interface ContextRequestOptions
+  extends https.RequestOptions,
+    Pick<WireOptions, 'reserveMs' | 'sendDeadline'> {
   /** The context whose trace, deadline and cancellation the request carries. Default `current()`. */
   ctx?: Context;
 }
@@ -45,12 +47,12 @@ export function request(
     | ContextRequestOptions
     | undefined;
   const callback = typeof second === 'function' ? second : third;
-  const { ctx: explicit, reserveMs, ...options } = given ?? {};
+  const { ctx: explicit, reserveMs, sendDeadline, ...options } = given ?? {};
   const ctx = explicit ?? current();
   ctx.throwIfDone();
 
   const headers = copyHeaders(options.headers);
-  const wire = reserveMs === undefined ? {} : { reserveMs };
+  const wire = { reserveMs, sendDeadline };
   injectContext(ctx, headers, headerSetter, wire);
   options.headers = headers;
 

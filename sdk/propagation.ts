@@ -28,7 +28,8 @@ export class DeadlinePropagator implements TextMapPropagator {
   readonly #options: WireOptions;
 
   constructor(options: WireOptions = {}) {
-    this.#options = options;
+    // Which transport it serves, and whether that is a queue, is not known here: send both headers.
+    this.#options = { ...options, sendDeadline: true };
   }
 
   inject(otelContext: OtelContext, carrier: unknown, setter: TextMapSetter): void {
@@ -52,7 +53,10 @@ export class DeadlinePropagator implements TextMapPropagator {
   }
 }
 
-/** Writes `ctx-timeout` and `ctx-deadline` for `ctx` into a carrier; writes nothing without a deadline. */
+/**
+ * Writes `ctx-timeout` (and with `sendDeadline`, `ctx-deadline`) for `ctx` into a carrier;
+ * writes nothing for a context without a deadline.
+ */
 export function injectDeadline(
   ctx: Context,
   carrier: unknown,
@@ -63,7 +67,7 @@ export function injectDeadline(
   if (deadline === undefined) return;
   const reserve = options.reserveMs ?? DEFAULT_RESERVE_MS;
   setter.set(carrier, TIMEOUT_HEADER, encodeTimeout(deadline - Date.now(), reserve));
-  setter.set(carrier, DEADLINE_HEADER, encodeDeadline(deadline, reserve));
+  if (options.sendDeadline) setter.set(carrier, DEADLINE_HEADER, encodeDeadline(deadline, reserve));
 }
 
 const w3c = new W3CTraceContextPropagator();

@@ -27,6 +27,11 @@ export interface WireOptions {
    * `deadline` for queues (time spent waiting counts). Default `timeout`.
    */
   prefer?: 'timeout' | 'deadline';
+  /**
+   * Also send `ctx-deadline` (absolute). Synchronous hops need only `ctx-timeout`, so the HTTP
+   * and gRPC adapters leave it out unless this is true; the propagator always sends it.
+   */
+  sendDeadline?: boolean;
 }
 
 export const DEFAULT_RESERVE_MS = 5;
