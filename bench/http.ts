@@ -205,6 +205,7 @@ try {
     const m = medians.get(variant) as Run;
     rows.push(
       `  ${variant}: req/s ${variant}/b ${ratio(m.rps, mb.rps)}, ${variant}/a ${ratio(m.rps, ma.rps)}; ` +
+        `p50 ${variant}/b ${ratio(m.p50, mb.p50)}, p99 ${variant}/b ${ratio(m.p99, mb.p99)}; ` +
         `CPU/req ${variant}/b ${ratio(m.cpuUsPerRequest, mb.cpuUsPerRequest)}, ${variant}/a ${ratio(m.cpuUsPerRequest, ma.cpuUsPerRequest)}; ` +
         `+${(m.cpuUsPerRequest - mb.cpuUsPerRequest).toFixed(0)} us server CPU per request (two hops) over b`,
     );
