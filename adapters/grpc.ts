@@ -58,11 +58,11 @@ export type GrpcContextError = ContextDoneError & {
 };
 
 /** Options of `clientInterceptor`. */
-export interface ClientInterceptorOptions extends Pick<WireOptions, 'reserveMs'> {
+export interface ClientInterceptorOptions extends Pick<WireOptions, 'reserveMs' | 'sendDeadline'> {
   /**
-   * Also send the budget as ctx-timeout and ctx-deadline metadata (default true). grpc-timeout
-   * carries it to any gRPC server already; the ctx-* copies are what ctxflow sends on every
-   * transport, and they survive a proxy that rewrites or drops grpc-timeout. `false` sends the
+   * Also send the budget as ctx-timeout metadata (and ctx-deadline with `sendDeadline`); default
+   * true. grpc-timeout carries it to any gRPC server already; ctx-timeout is what ctxflow sends on
+   * every transport, and it survives a proxy that rewrites or drops grpc-timeout. `false` sends the
    * trace headers alone, which saves a few microseconds per call (see docs/grpc.md).
    */
   deadlineMetadata?: boolean;
@@ -143,7 +143,7 @@ const endedLocally = new WeakMap<Metadata, ContextDoneError>();
  *   CANCELLED, nothing is sent) or when less than `reserveMs` is left (DEADLINE_EXCEEDED);
  * - sets the call's deadline to the context's deadline minus `reserveMs` (an earlier `deadline`
  *   call option is kept), so grpc-timeout carries the remaining budget minus the reserve, and
- *   writes traceparent, ctx-timeout and ctx-deadline into the metadata;
+ *   writes traceparent and ctx-timeout (ctx-deadline too with `sendDeadline`) into the metadata;
  * - cancels the call when the context ends (status DEADLINE_EXCEEDED or CANCELLED, with the
  *   context's cause in the status metadata as ctx-cancel-reason);
  * - adds the cause to DEADLINE_EXCEEDED and CANCELLED statuses (`status.cause`, hence `err.cause`),
@@ -155,7 +155,8 @@ const endedLocally = new WeakMap<Metadata, ContextDoneError>();
  */
 export function clientInterceptor(options: ClientInterceptorOptions = {}): Interceptor {
   const reserveMs = options.reserveMs ?? DEFAULT_RESERVE_MS;
-  const wire: WireOptions = { reserveMs };
+  const sendDeadline = options.sendDeadline === true;
+  const wire: WireOptions = { reserveMs, sendDeadline };
   const deadlineMetadata = options.deadlineMetadata ?? true;
   return (callOptions: InterceptorOptions, nextCall: NextCall) => {
     const ctx = current();
@@ -181,9 +182,8 @@ export function clientInterceptor(options: ClientInterceptorOptions = {}): Inter
         else otel.with(active, injectContext, undefined, source, metadata, metadataSetter, wire);
         if (deadlineMetadata && !fromContext && deadline !== undefined) {
           // The explicit deadline is the earlier one: tell the server that one in ctx-* too.
-          const now = Date.now();
-          metadata.set(TIMEOUT_HEADER, encodeTimeout(deadline - now, 0));
-          metadata.set(DEADLINE_HEADER, encodeDeadline(deadline, 0));
+          metadata.set(TIMEOUT_HEADER, encodeTimeout(deadline - Date.now(), 0));
+          if (sendDeadline) metadata.set(DEADLINE_HEADER, encodeDeadline(deadline, 0));
         }
         const listener: Listener = {
           onReceiveStatus(status, statusNext) {
