@@ -280,26 +280,3 @@ describe('wrapService', () => {
     assert.equal(status.code, grpc.status.CANCELLED);
   });
 });
-
-test('deadlineMetadata: false sends the trace alone; grpc-timeout still carries the budget', () => {
-  const ctx = withTimeout(background(), 1000);
-  try {
-    const { call, record } = fakeCall();
-    const nextOptions: grpc.InterceptorOptions[] = [];
-    const top = run(ctx, () =>
-      clientInterceptor({ deadlineMetadata: false })(
-        { method_definition: methodDefinition } as grpc.InterceptorOptions,
-        (o) => {
-          nextOptions.push(o);
-          return call as grpc.InterceptingCall;
-        },
-      ),
-    );
-    top.start(new grpc.Metadata(), {});
-    assert.equal(nextOptions[0]?.deadline, (ctx.deadline as number) - 5);
-    assert.deepEqual(record.metadata?.get('ctx-timeout'), []);
-    assert.deepEqual(record.metadata?.get('ctx-deadline'), []);
-  } finally {
-    ctx.release();
-  }
-});

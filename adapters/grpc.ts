@@ -58,15 +58,7 @@ export type GrpcContextError = ContextDoneError & {
 };
 
 /** Options of `clientInterceptor`. */
-export interface ClientInterceptorOptions extends Pick<WireOptions, 'reserveMs' | 'sendDeadline'> {
-  /**
-   * Also send the budget as ctx-timeout metadata (and ctx-deadline with `sendDeadline`); default
-   * true. grpc-timeout carries it to any gRPC server already; ctx-timeout is what ctxflow sends on
-   * every transport, and it survives a proxy that rewrites or drops grpc-timeout. `false` sends the
-   * trace headers alone, which saves a few microseconds per call (see docs/grpc.md).
-   */
-  deadlineMetadata?: boolean;
-}
+export interface ClientInterceptorOptions extends Pick<WireOptions, 'reserveMs' | 'sendDeadline'> {}
 
 /** Options of `serverInterceptor`: the context budget and how far inbound metadata is trusted. */
 export interface ServerInterceptorOptions extends InboundOptions {}
@@ -157,7 +149,6 @@ export function clientInterceptor(options: ClientInterceptorOptions = {}): Inter
   const reserveMs = options.reserveMs ?? DEFAULT_RESERVE_MS;
   const sendDeadline = options.sendDeadline === true;
   const wire: WireOptions = { reserveMs, sendDeadline };
-  const deadlineMetadata = options.deadlineMetadata ?? true;
   return (callOptions: InterceptorOptions, nextCall: NextCall) => {
     const ctx = current();
     const doneError = ctx.error;
@@ -176,11 +167,9 @@ export function clientInterceptor(options: ClientInterceptorOptions = {}): Inter
     let unlink = noop;
     const call: grpc.InterceptingCall = new grpc.InterceptingCall(next, {
       start(metadata, _listener, startNext) {
-        // A context without a deadline writes the trace headers alone.
-        const source = deadlineMetadata ? ctx : BACKGROUND;
-        if (otel.active() === active) injectContext(source, metadata, metadataSetter, wire);
-        else otel.with(active, injectContext, undefined, source, metadata, metadataSetter, wire);
-        if (deadlineMetadata && !fromContext && deadline !== undefined) {
+        if (otel.active() === active) injectContext(ctx, metadata, metadataSetter, wire);
+        else otel.with(active, injectContext, undefined, ctx, metadata, metadataSetter, wire);
+        if (!fromContext && deadline !== undefined) {
           // The explicit deadline is the earlier one: tell the server that one in ctx-* too.
           metadata.set(TIMEOUT_HEADER, encodeTimeout(deadline - Date.now(), 0));
           if (sendDeadline) metadata.set(DEADLINE_HEADER, encodeDeadline(deadline, 0));

@@ -48,13 +48,6 @@ const CONFIGS: Config[] = [
     client: {},
     call: 'deadline+metadata',
   },
-  {
-    label: 'client: ctxflow, no ctx-timeout',
-    server: {},
-    service: plain,
-    client: clientOptions({ deadlineMetadata: false }),
-    call: 'context',
-  },
   { label: 'client: ctxflow', server: {}, service: plain, client: clientOptions(), call: 'context' },
   {
     label: 'server: a no-op interceptor',
