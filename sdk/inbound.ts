@@ -32,7 +32,8 @@ export interface InboundCall {
 /**
  * Builds the context of an inbound call: the trace from the carrier, and a deadline that is the
  * earliest of the caller's (when trusted), the transport's own (`transportDeadline`, e.g.
- * grpc-timeout) and this service's budget, each capped at `maxInboundMs`.
+ * grpc-timeout, which the transport enforces even from an untrusted caller) and this service's
+ * budget, the first two capped at `maxInboundMs`.
  */
 export function acceptInbound(
   carrier: unknown,
@@ -48,7 +49,8 @@ export function acceptInbound(
     : undefined;
   const now = Date.now();
   const cap = now + (options.maxInboundMs ?? DEFAULT_MAX_INBOUND_MS);
-  let deadline = trusted ? earliest(sent, transportDeadline) : undefined;
+  // A transport's own deadline (grpc-timeout) ends the call whether we trust the caller or not.
+  let deadline = trusted ? earliest(sent, transportDeadline) : transportDeadline;
   if (deadline !== undefined && deadline > cap) deadline = cap;
   if (options.budgetMs !== undefined) deadline = earliest(deadline, now + options.budgetMs);
   const ctx = newContext(background(), deadline, trace.getSpanContext(otelContext)?.traceId);

@@ -339,7 +339,7 @@ describe('grpc inbound metadata', () => {
     assert.ok(response.remaining <= 400 && response.remaining > 350);
   });
 
-  test('trustInbound: false ignores ctx-* and grpc-timeout, uses budgetMs', async () => {
+  test('trustInbound: false ignores ctx-* but keeps grpc-timeout, which the transport enforces anyway', async () => {
     const edge = await startProbeServer(
       { unary: () => ({ remaining: current().remaining() }) },
       { ctxflow: { trustInbound: false, budgetMs: 700 } },
@@ -348,9 +348,10 @@ describe('grpc inbound metadata', () => {
     try {
       const metadata = new grpc.Metadata();
       metadata.set('ctx-timeout', '100');
-      const response = await unary(c, {}, { deadline: Date.now() + 200 }, metadata);
-      // The call still ends at grpc-timeout on the transport; the handler's budget is its own.
-      assert.ok(response.remaining > 600 && response.remaining <= 700, `remaining ${response.remaining}`);
+      const short = await unary(c, {}, { deadline: Date.now() + 200 }, metadata);
+      assert.ok(short.remaining > 150 && short.remaining <= 200, `remaining ${short.remaining}`);
+      const long = await unary(c, {}, { deadline: Date.now() + 5_000 }, metadata);
+      assert.ok(long.remaining > 600 && long.remaining <= 700, `remaining ${long.remaining}`);
     } finally {
       c.close();
       await edge.close();
