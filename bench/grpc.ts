@@ -17,6 +17,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { VARIANTS, type Variant } from './grpc/service.ts';
+import { median, range } from './support/stats.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -32,7 +33,6 @@ const LABELS: Record<Variant, string> = {
 
 const node = process.execPath;
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
-const CLK_TCK = spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim() || '100';
 const CORES = availableParallelism();
 const pinned = CORES >= 2 && spawnSync('taskset', ['-V']).status === 0;
 if (pinned) spawnSync('taskset', ['-a', '-cp', '0', String(process.pid)], { stdio: 'ignore' });
@@ -60,7 +60,6 @@ class Child {
         BENCH_VARIANT: variant,
         BENCH_ROLE: role,
         BENCH_CONCURRENCY: String(CONCURRENCY),
-        BENCH_CLK_TCK: CLK_TCK,
         NODE_ENV: 'production',
       },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -124,18 +123,6 @@ async function start(variant: Variant): Promise<Pair> {
   const load = new Child('./grpc/load.ts', variant, 'load', 0);
   await load.ask({ type: 'connect', port }, 'connected');
   return { server, load };
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((x, y) => x - y);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[mid] as number)
-    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
-}
-
-function range(values: number[], digits: number): string {
-  return `${Math.min(...values).toFixed(digits)}–${Math.max(...values).toFixed(digits)}`;
 }
 
 function quantile(sorted: Float64Array, q: number): number {

@@ -8,10 +8,10 @@
 // medians and spread are reported, then the cancellation latency over three hops.
 // Environment: BENCH_ROUNDS (default 5), BENCH_SECONDS (default 5), BENCH_CONNECTIONS (default 10).
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
+import { cpuSeconds, median, range } from './support/stats.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -28,7 +28,6 @@ const LABELS: Record<Variant, string> = {
 
 const node = process.execPath;
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
-const CLOCK_TICKS_PER_SECOND = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim() || 100);
 
 const CORES = availableParallelism();
 const pinned = CORES >= 2 && spawnSync('taskset', ['-V']).status === 0;
@@ -63,14 +62,6 @@ function startServer(variant: Variant, role: 'A' | 'B', next?: string): Promise<
     child.once('exit', (code) => reject(new Error(`${variant}/${role} exited with ${code}`)));
     child.once('message', (message: { port: number }) => resolve({ child, port: message.port }));
   });
-}
-
-/** utime + stime of a process, in seconds. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // Fields 14 and 15 of stat(5), counted from after the command name (which starts at field 3).
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
 }
 
 function spanCount(server: Server): Promise<number> {
@@ -128,18 +119,6 @@ async function measure(variant: Variant, a: Server, b: Server): Promise<Run> {
   return run;
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((x, y) => x - y);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[mid] as number)
-    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
-}
-
-function spread(values: number[], digits: number): string {
-  return `${Math.min(...values).toFixed(digits)}-${Math.max(...values).toFixed(digits)}`;
-}
-
 function cancellation(): Record<string, { p50: number; p99: number; max: number; trials: number }> {
   const args = ['--conditions=ctxflow-source', here('./http/cancel.ts')];
   const [command, argv] = pinned ? ['taskset', ['-c', '1', node, ...args]] : [node, args];
@@ -190,8 +169,8 @@ try {
     };
     medians.set(variant, m);
     rows.push(
-      `| ${LABELS[variant]} | ${m.rps.toFixed(0)} (${spread(pick('rps'), 0)}) | ${m.p50.toFixed(2)} (${spread(pick('p50'), 2)}) ` +
-        `| ${m.p99.toFixed(2)} (${spread(pick('p99'), 2)}) | ${m.cpuUsPerRequest.toFixed(0)} (${spread(pick('cpuUsPerRequest'), 0)}) | ${m.errors} |`,
+      `| ${LABELS[variant]} | ${m.rps.toFixed(0)} (${range(pick('rps'), 0)}) | ${m.p50.toFixed(2)} (${range(pick('p50'), 2)}) ` +
+        `| ${m.p99.toFixed(2)} (${range(pick('p99'), 2)}) | ${m.cpuUsPerRequest.toFixed(0)} (${range(pick('cpuUsPerRequest'), 0)}) | ${m.errors} |`,
     );
   }
   const ma = medians.get('a') as Run;

@@ -4,17 +4,16 @@
 // `deadline` variant, under a fresh 5 s context for `ctxflow`); replies with the count, latency quantiles and the server's CPU time over the window
 // (from /proc/PID/stat). On {type:'cancel'}: sequential Hang calls, each cancelled once its first
 // message arrived; replies with when each cancel was issued.
-import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { context as otel, ROOT_CONTEXT } from '@opentelemetry/api';
 import { background, run, withCancel, withTimeout } from 'ctxflow';
 import { clientOptions } from 'ctxflow/grpc';
+import { cpuSeconds, machineBusySeconds } from '../support/stats.ts';
 import { benchService, type Variant } from './service.ts';
 
 const variant = (process.env.BENCH_VARIANT ?? 'bare') as Variant;
 const withCtxflow = variant === 'ctxflow';
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32);
-const ticksPerSecond = Number(process.env.BENCH_CLK_TCK ?? 100);
 
 const BenchClient = grpc.makeGenericClientConstructor(benchService, 'Bench');
 type Client = InstanceType<typeof BenchClient> & {
@@ -26,21 +25,6 @@ type Client = InstanceType<typeof BenchClient> & {
   hang(request: Buffer): grpc.ClientReadableStream<Buffer>;
 };
 let client: Client;
-
-/** CPU time spent by every process on the machine (user, nice, system, irq, softirq, steal), in seconds. */
-function machineBusySeconds(): number {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] as string;
-  const [user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
-  return (
-    ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) / ticksPerSecond
-  );
-}
-
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
-}
 
 const REQUEST = Buffer.from('{"n":1}');
 const NO_OPTIONS: grpc.CallOptions = {};

@@ -3,24 +3,12 @@
 // before @grpc/grpc-js is loaded. Spans are made and batched but dropped at export, so the cost
 // measured is OTel's in-process work only.
 import { register } from 'node:module';
-import { ExportResultCode } from '@opentelemetry/core';
 import { GrpcInstrumentation } from '@opentelemetry/instrumentation-grpc';
 import { NodeSDK } from '@opentelemetry/sdk-node';
-import { BatchSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace';
+import { BatchSpanProcessor } from '@opentelemetry/sdk-trace';
+import { DroppingExporter } from '../support/dropping-exporter.ts';
 
 register('@opentelemetry/instrumentation/hook.mjs', import.meta.url);
-
-/** Counts the spans it is given and drops them. */
-class DroppingExporter implements SpanExporter {
-  spans = 0;
-  export(spans: ReadableSpan[], done: (result: { code: ExportResultCode }) => void): void {
-    this.spans += spans.length;
-    done({ code: ExportResultCode.SUCCESS });
-  }
-  shutdown(): Promise<void> {
-    return Promise.resolve();
-  }
-}
 
 const exporter = new DroppingExporter();
 const sdk = new NodeSDK({

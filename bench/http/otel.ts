@@ -2,32 +2,16 @@
 // instrumentation loader hook, then starts the OpenTelemetry SDK before express is loaded. Spans are
 // made and batched but dropped at export, so the cost measured is OTel's in-process work only.
 import { register } from 'node:module';
-import {
-  CompositePropagator,
-  ExportResultCode,
-  W3CBaggagePropagator,
-  W3CTraceContextPropagator,
-} from '@opentelemetry/core';
+import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } from '@opentelemetry/core';
 import { ExpressInstrumentation } from '@opentelemetry/instrumentation-express';
 import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
 import { UndiciInstrumentation } from '@opentelemetry/instrumentation-undici';
 import { NodeSDK } from '@opentelemetry/sdk-node';
-import { BatchSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace';
+import { BatchSpanProcessor } from '@opentelemetry/sdk-trace';
 import { DeadlinePropagator } from 'ctxflow';
+import { DroppingExporter } from '../support/dropping-exporter.ts';
 
 register('@opentelemetry/instrumentation/hook.mjs', import.meta.url);
-
-/** Counts the spans it is given and drops them. */
-class DroppingExporter implements SpanExporter {
-  spans = 0;
-  export(spans: ReadableSpan[], done: (result: { code: ExportResultCode }) => void): void {
-    this.spans += spans.length;
-    done({ code: ExportResultCode.SUCCESS });
-  }
-  shutdown(): Promise<void> {
-    return Promise.resolve();
-  }
-}
 
 const exporter = new DroppingExporter();
 const withCtxflow = process.env.BENCH_CTXFLOW === '1';
