@@ -20,8 +20,8 @@ async function service(name: string, options: { next?: () => string; edge?: bool
     const ctx = current();
     log(name, `arrived with ${ctx.remaining()} ms left`);
     ctx.onDone((error) => {
-      // Every request's context ends; only an end before the response is news.
-      if (!res.writableFinished) log(name, `stopped: ${error.cause.code}`);
+      // Every request's context ends: 'cancelled' is the release after a complete response.
+      if (error.cause.code !== 'cancelled') log(name, `stopped: ${error.cause.code}`);
     });
     const work = Number(req.query.work ?? 20);
     await sleep(work, undefined, { signal: ctx.signal });
