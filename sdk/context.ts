@@ -64,7 +64,7 @@ class Node implements CancelableContext {
   readonly deadline: number | undefined;
   readonly #traceId: string | undefined;
   #cause: Cause | undefined;
-  // Made on first use: capturing a stack costs microseconds, and most ends are never inspected.
+  // Made on first use: most ends are never inspected.
   #error: ContextDoneError | undefined;
   #doneAt = 0;
   #observed = false;
