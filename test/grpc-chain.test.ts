@@ -93,30 +93,34 @@ describe('grpc: three hops A → B → C', () => {
     const root = withTimeout(background(), 1000);
     try {
       const rootDeadline = root.deadline as number;
+      const sent = Date.now();
       await run(root, () => unary(entry));
       assert.deepEqual(
         hops.map((h) => h.name),
         ['A', 'B', 'C'],
       );
-      let parent = rootDeadline;
-      hops.forEach((hop, i) => {
+      // Each caller sends as its handler starts (A: as the test calls), so a hop's budget is what
+      // its caller had left at that moment less one reserve; time in transit is not counted.
+      let parentDeadline = rootDeadline;
+      let sentAt = sent;
+      for (const hop of hops) {
         const deadline = hop.deadline as number;
-        // Root minus one 5 ms reserve per hop; relative budgets add the transit time back.
-        const expected = rootDeadline - 5 * (i + 1);
-        assert.ok(
-          deadline >= expected - 5 && deadline <= expected + 5,
-          `${hop.name}: deadline ${deadline - rootDeadline} ms from root's, expected ${-5 * (i + 1)} ± 5`,
-        );
-        assert.ok(deadline < parent, `${hop.name} must end before its caller`);
-        // What the handler saw left when it started: the root's budget minus elapsed and reserves.
         const remaining = deadline - hop.at;
-        const expectedRemaining = rootDeadline - hop.at - 5 * (i + 1);
+        const granted = parentDeadline - sentAt - 5;
+        const between = hop.at - sentAt;
         assert.ok(
-          Math.abs(remaining - expectedRemaining) <= 5,
-          `${hop.name}: ${remaining} vs ${expectedRemaining}`,
+          remaining <= granted,
+          `${hop.name}: ${remaining} ms left, more than the ${granted} granted`,
         );
-        parent = deadline;
-      });
+        assert.ok(
+          remaining >= granted - between - 5,
+          `${hop.name}: ${remaining} ms left of ${granted}, ${between} ms after the send`,
+        );
+        // In absolute time too, unless the send took longer than the reserve (a loaded machine).
+        if (between < 5) assert.ok(deadline <= parentDeadline, `${hop.name} must end before its caller`);
+        parentDeadline = deadline;
+        sentAt = hop.at;
+      }
     } finally {
       root.release();
     }
@@ -134,9 +138,15 @@ describe('grpc: three hops A → B → C', () => {
       assert.ok(error instanceof DeadlineExceededError, String(error));
       assert.equal(error.cause.code, 'deadline_exceeded');
       assert.equal(error.code, grpc.status.DEADLINE_EXCEEDED);
-      // A answered before the client's own deadline (root − 5 ms) fired: the reason is A's.
-      assert.deepEqual(error.metadata.get('ctx-cancel-reason'), ['deadline_exceeded']);
-      assert.ok(elapsed >= 280 && elapsed < 300, `ended after ${elapsed} ms`);
+      // A's context ends about when the client's call deadline (root − 5 ms) fires: the reason
+      // comes from A when A answers first, else the client ended the call itself; either way it
+      // is deadline_exceeded, and never anything else.
+      const reason = error.metadata.get('ctx-cancel-reason');
+      assert.ok(
+        reason.length === 0 || (reason.length === 1 && reason[0] === 'deadline_exceeded'),
+        `${reason}`,
+      );
+      assert.ok(elapsed >= 280 && elapsed < 350, `ended after ${elapsed} ms`);
       assert.deepEqual(
         hops.map((h) => [h.name, h.ctx.cause?.code, h.signal.aborted]),
         [
