@@ -11,6 +11,7 @@ import { fetch } from 'ctxflow/fetch';
 import express from 'express';
 
 const log = (service: string, text: string) => console.log(`  ${service.padEnd(9)} ${text}`);
+let stops = 0;
 
 /** Starts one service whose GET / works `?work=` milliseconds, then calls `next` if it has one. */
 async function service(name: string, options: { next?: () => string; edge?: boolean }) {
@@ -21,7 +22,9 @@ async function service(name: string, options: { next?: () => string; edge?: bool
     log(name, `arrived with ${ctx.remaining()} ms left`);
     ctx.onDone((error) => {
       // Every request's context ends: 'cancelled' is the release after a complete response.
-      if (error.cause.code !== 'cancelled') log(name, `stopped: ${error.cause.code}`);
+      if (error.cause.code === 'cancelled') return;
+      stops++;
+      log(name, `stopped: ${error.cause.code}`);
     });
     const work = Number(req.query.work ?? 20);
     await sleep(work, undefined, { signal: ctx.signal });
@@ -39,8 +42,10 @@ const pricing = await service('pricing', {});
 const inventory = await service('inventory', { next: () => pricing.url });
 const edge = await service('edge', { next: () => inventory.url, edge: true });
 
-async function call(title: string, query: string, clientGivesUpAfterMs?: number) {
+/** Calls the edge, then waits (at most a second) until `hopsToStop` hops reported their end. */
+async function call(title: string, query: string, hopsToStop: number, clientGivesUpAfterMs?: number) {
   console.log(`\n${title}`);
+  stops = 0;
   const signal = clientGivesUpAfterMs === undefined ? undefined : AbortSignal.timeout(clientGivesUpAfterMs);
   try {
     const res = await globalThis.fetch(`${edge.url}/${query}`, { signal });
@@ -49,12 +54,12 @@ async function call(title: string, query: string, clientGivesUpAfterMs?: number)
   } catch {
     log('client', `gave up after ${clientGivesUpAfterMs} ms`);
   }
-  await sleep(50);
+  for (let waited = 0; stops < hopsToStop && waited < 1000; waited += 10) await sleep(10);
 }
 
 console.log('edge has a 300 ms budget per request; every hop gets what is left, minus 5 ms');
-await call('1. a quick request: the budget shrinks hop by hop', '?work=10');
-await call('2. each hop takes 120 ms: the deadline ends the work at every hop', '?work=120');
-await call('3. the client gives up after 100 ms: the work behind it stops', '?work=40', 100);
+await call('1. a quick request: the budget shrinks hop by hop', '?work=10', 0);
+await call('2. each hop takes 120 ms: the deadline ends the work at every hop', '?work=120', 3);
+await call('3. the client gives up after 100 ms: the work behind it stops', '?work=40', 3, 100);
 
 for (const { server } of [edge, inventory, pricing]) server.close();
