@@ -6,41 +6,29 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import type { GrpcContextError } from '../adapters/grpc.ts';
-import { background, type Context, current, run, withCancel, withTimeout } from '../sdk/context.ts';
+import { background, run, withCancel, withTimeout } from '../sdk/context.ts';
 import { DeadlineExceededError } from '../sdk/errors.ts';
 import {
   deferred,
+  type HandlerHop,
   type Message,
   type ProbeClient,
   probeClient,
   ready,
+  recordHop,
   startProbeServer,
   type TestServer,
   unary,
 } from './support/grpc.ts';
 
-interface Hop {
-  name: string;
-  ctx: Context;
-  signal: AbortSignal;
-  /** The handler context's deadline, and when the handler started. */
-  deadline: number | undefined;
-  at: number;
-}
-
 describe('grpc: three hops A → B → C', () => {
   const servers: TestServer[] = [];
   const clients: ProbeClient[] = [];
-  let hops: Hop[] = [];
+  let hops: HandlerHop[] = [];
   let cStarted = deferred<void>();
   let entry: ProbeClient;
 
-  function record(name: string): Hop {
-    const ctx = current();
-    const hop = { name, ctx, signal: ctx.signal, deadline: ctx.deadline, at: Date.now() };
-    hops.push(hop);
-    return hop;
-  }
+  const record = (name: string): HandlerHop => recordHop(hops, name);
 
   before(async () => {
     const c = await startProbeServer({
@@ -165,7 +153,7 @@ describe('grpc: three hops A → B → C', () => {
     const root = withCancel(background());
     const pending = run(root, () => unary(entry, { mode: 'hang' })).catch((e: unknown) => e);
     await cStarted.promise;
-    const cHop = hops.find((h) => h.name === 'C') as Hop;
+    const cHop = hops.find((h) => h.name === 'C') as HandlerHop;
     const cEnded = new Promise<number>((resolve) =>
       cHop.signal.addEventListener('abort', () => resolve(Date.now())),
     );

@@ -4,60 +4,33 @@
  * crosses both transports: budgets shrink, a deadline and a cancel reach every hop.
  */
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type * as grpc from '@grpc/grpc-js';
 import express from 'express';
 import { deadlines, errorHandler } from '../adapters/express.ts';
 import { fetch } from '../adapters/fetch.ts';
-import { type Context, current } from '../sdk/context.ts';
 import {
   deferred,
+  type HandlerHop,
   type Message,
   probeClient,
   ready,
+  recordHop,
   startProbeServer,
   type TestServer,
   unary,
 } from './support/grpc.ts';
-
-interface Hop {
-  name: string;
-  ctx: Context;
-  signal: AbortSignal;
-  deadline: number | undefined;
-  at: number;
-}
-
-async function listen(app: express.Express): Promise<{ url: string; close(): Promise<void> }> {
-  const server = http.createServer(app);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
-}
+import { type Listening, listen } from './support/http.ts';
 
 describe('mixed chain: HTTP → gRPC → HTTP', () => {
-  let hops: Hop[] = [];
+  let hops: HandlerHop[] = [];
   let cStarted = deferred<void>();
-  let a: { url: string; close(): Promise<void> };
-  let c: { url: string; close(): Promise<void> };
+  let a: Listening;
+  let c: Listening;
   let b: TestServer;
   let toB: ReturnType<typeof probeClient>;
 
-  function record(name: string): Hop {
-    const ctx = current();
-    const hop = { name, ctx, signal: ctx.signal, deadline: ctx.deadline, at: Date.now() };
-    hops.push(hop);
-    return hop;
-  }
+  const record = (name: string): HandlerHop => recordHop(hops, name);
 
   function reset(): void {
     hops = [];
@@ -117,7 +90,7 @@ describe('mixed chain: HTTP → gRPC → HTTP', () => {
       hops.map((h) => h.name),
       ['A', 'B', 'C'],
     );
-    const [ha, hb, hc] = hops as [Hop, Hop, Hop];
+    const [ha, hb, hc] = hops as [HandlerHop, HandlerHop, HandlerHop];
     const rootDeadline = ha.deadline as number;
     assert.ok(rootDeadline - ha.at <= 1000 && rootDeadline - ha.at >= 995);
     // Each caller sends as its handler starts, so a hop's budget is what its caller had left at
@@ -166,7 +139,7 @@ describe('mixed chain: HTTP → gRPC → HTTP', () => {
       .fetch(`${a.url}/work?mode=hang`, { signal: controller.signal })
       .catch((e) => e);
     await cStarted.promise;
-    const cHop = hops.find((h) => h.name === 'C') as Hop;
+    const cHop = hops.find((h) => h.name === 'C') as HandlerHop;
     const cAborted = new Promise<void>((resolve) => cHop.signal.addEventListener('abort', () => resolve()));
     controller.abort();
     assert.equal(((await pending) as Error).name, 'AbortError');

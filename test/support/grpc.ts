@@ -11,6 +11,7 @@ import {
   serverInterceptor,
   wrapService,
 } from '../../adapters/grpc.ts';
+import { type Context, current } from '../../sdk/context.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: test messages are free-form JSON
 export type Message = Record<string, any>;
@@ -235,4 +236,21 @@ export function deferred<T = void>(): { promise: Promise<T>; resolve(value: T): 
     resolve = r;
   });
   return { promise, resolve };
+}
+
+/** What a handler saw when it started: the context it runs in, its deadline, and when. */
+export interface HandlerHop {
+  name: string;
+  ctx: Context;
+  signal: AbortSignal;
+  deadline: number | undefined;
+  at: number;
+}
+
+/** Records the current context at the start of a handler, into `hops`. */
+export function recordHop(hops: HandlerHop[], name: string): HandlerHop {
+  const ctx = current();
+  const hop = { name, ctx, signal: ctx.signal, deadline: ctx.deadline, at: Date.now() };
+  hops.push(hop);
+  return hop;
 }
