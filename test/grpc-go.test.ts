@@ -241,17 +241,14 @@ describe('grpc-go interop: Go client → ctxflow server', () => {
 
   after(() => server.close());
 
+  /** Runs the Go client against the Node server's Probe/Unary method. */
+  const goUnary = (binary: string, args: string[]) =>
+    goClient(binary, ['-addr', server.address, '-method', '/ctxflow.test.Probe/Unary', ...args]);
+
   test('the Node handler sees the Go deadline as its budget', async (t) => {
     const binary = await binaryFor(t);
     if (binary === undefined) return;
-    const result = await goClient(binary, [
-      '-addr',
-      server.address,
-      '-method',
-      '/ctxflow.test.Probe/Unary',
-      '-timeout',
-      '2s',
-    ]);
+    const result = await goUnary(binary, ['-timeout', '2s']);
     assert.equal(result.code, 'OK', JSON.stringify(result));
     const remaining = JSON.parse(result.response).remaining;
     assert.ok(remaining <= 2000 && remaining >= 1950, `handler saw ${remaining} ms`);
@@ -262,11 +259,7 @@ describe('grpc-go interop: Go client → ctxflow server', () => {
     const binary = await binaryFor(t);
     if (binary === undefined) return;
     hanging = deferred<void>();
-    const result = await goClient(binary, [
-      '-addr',
-      server.address,
-      '-method',
-      '/ctxflow.test.Probe/Unary',
+    const result = await goUnary(binary, [
       '-timeout',
       '5s',
       '-cancel-after',
@@ -287,16 +280,7 @@ describe('grpc-go interop: Go client → ctxflow server', () => {
     const binary = await binaryFor(t);
     if (binary === undefined) return;
     hanging = deferred<void>();
-    const result = await goClient(binary, [
-      '-addr',
-      server.address,
-      '-method',
-      '/ctxflow.test.Probe/Unary',
-      '-timeout',
-      '250ms',
-      '-request',
-      '{"hang":true}',
-    ]);
+    const result = await goUnary(binary, ['-timeout', '250ms', '-request', '{"hang":true}']);
     assert.equal(result.code, 'DeadlineExceeded', JSON.stringify(result));
     await hanging.promise;
     const handler = seen.at(-1);
