@@ -30,13 +30,9 @@ import { acceptInbound, type InboundOptions } from '../sdk/inbound.ts';
 import { injectContext } from '../sdk/propagation.ts';
 import {
   CANCEL_REASON_HEADER,
-  DEADLINE_HEADER,
   DEFAULT_RESERVE_MS,
   decodeCause,
   encodeCause,
-  encodeDeadline,
-  encodeTimeout,
-  TIMEOUT_HEADER,
   type WireOptions,
 } from '../sdk/wire.ts';
 
@@ -148,7 +144,8 @@ const endedLocally = new WeakMap<Metadata, ContextDoneError>();
 export function clientInterceptor(options: ClientInterceptorOptions = {}): Interceptor {
   const reserveMs = options.reserveMs ?? DEFAULT_RESERVE_MS;
   const sendDeadline = options.sendDeadline === true;
-  const wire: WireOptions = { reserveMs, sendDeadline };
+  // The call's deadline already has the reserve taken off: it is sent as it is.
+  const wire: WireOptions = { reserveMs: 0, sendDeadline };
   return (callOptions: InterceptorOptions, nextCall: NextCall) => {
     const ctx = current();
     const doneError = ctx.error;
@@ -167,13 +164,8 @@ export function clientInterceptor(options: ClientInterceptorOptions = {}): Inter
     let unlink = noop;
     const call: grpc.InterceptingCall = new grpc.InterceptingCall(next, {
       start(metadata, _listener, startNext) {
-        if (otel.active() === active) injectContext(ctx, metadata, metadataSetter, wire);
-        else otel.with(active, injectContext, undefined, ctx, metadata, metadataSetter, wire);
-        if (!fromContext && deadline !== undefined) {
-          // The explicit deadline is the earlier one: tell the server that one in ctx-* too.
-          metadata.set(TIMEOUT_HEADER, encodeTimeout(deadline - Date.now(), 0));
-          if (sendDeadline) metadata.set(DEADLINE_HEADER, encodeDeadline(deadline, 0));
-        }
+        if (otel.active() === active) injectContext(ctx, metadata, metadataSetter, wire, deadline);
+        else otel.with(active, injectContext, undefined, ctx, metadata, metadataSetter, wire, deadline);
         const listener: Listener = {
           onReceiveStatus(status, statusNext) {
             settled = true;

@@ -54,16 +54,16 @@ export class DeadlinePropagator implements TextMapPropagator {
 }
 
 /**
- * Writes `ctx-timeout` (and with `sendDeadline`, `ctx-deadline`) for `ctx` into a carrier;
- * writes nothing for a context without a deadline.
+ * Writes `ctx-timeout` (and with `sendDeadline`, `ctx-deadline`) for `deadline`, by default the
+ * deadline of `ctx`, into a carrier; writes nothing when there is none.
  */
 export function injectDeadline(
   ctx: Context,
   carrier: unknown,
   setter: TextMapSetter,
   options: WireOptions = {},
+  deadline: number | undefined = ctx.deadline,
 ): void {
-  const deadline = ctx.deadline;
   if (deadline === undefined) return;
   const reserve = options.reserveMs ?? DEFAULT_RESERVE_MS;
   setter.set(carrier, TIMEOUT_HEADER, encodeTimeout(deadline - Date.now(), reserve));
@@ -80,15 +80,19 @@ function tracePropagator(): TextMapPropagator {
   return propagation.fields().includes('traceparent') ? propagation : w3c;
 }
 
-/** Writes the trace and deadline headers of `ctx` into an outbound carrier (HTTP headers, metadata). */
+/**
+ * Writes the trace and deadline headers of `ctx` into an outbound carrier (HTTP headers, metadata).
+ * `deadline` replaces the context's when the transport call has an earlier one of its own.
+ */
 export function injectContext(
   ctx: Context,
   carrier: unknown,
   setter: TextMapSetter,
   options: WireOptions = {},
+  deadline: number | undefined = ctx.deadline,
 ): void {
   tracePropagator().inject(otel.active(), carrier, setter);
-  injectDeadline(ctx, carrier, setter, options);
+  injectDeadline(ctx, carrier, setter, options, deadline);
 }
 
 /** What an inbound carrier says: the OTel context to run in, and the deadline it grants. */
