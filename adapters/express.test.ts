@@ -119,6 +119,33 @@ describe('deadlines()', () => {
     }
   });
 
+  test('a response begun after the context ended is the 504, whichever timer fires first', async () => {
+    // The handler blocks the event loop until its context is past its deadline, so no timer
+    // has fired when it answers: the answer alone decides.
+    const server = await app({ budgetMs: 30 }, (a) => {
+      a.get('/json', (_req, res) => {
+        while (!current().done) {}
+        res.json({ late: true });
+      });
+      a.get('/stream', (_req, res) => {
+        while (!current().done) {}
+        res.write('late ');
+        res.write('chunks');
+        res.end();
+      });
+    });
+    try {
+      for (const path of ['/json', '/stream']) {
+        const answer = await globalThis.fetch(`${server.url}${path}`);
+        assert.equal(answer.status, 504, path);
+        assert.equal(answer.headers.get('ctx-cancel-reason'), 'deadline_exceeded');
+        assert.equal(await answer.text(), 'deadline_exceeded');
+      }
+    } finally {
+      await server.close();
+    }
+  });
+
   test('a budget expired or below minBudgetMs (default 5) is shed before any handler', async () => {
     const server = await app({}, (a) => {
       a.get('/', (_req, res) => {

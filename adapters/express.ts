@@ -116,6 +116,7 @@ export function deadlines(
       span?.setAttribute(CAUSE_ATTRIBUTE, error.cause.code);
       reply(res, error);
     });
+    guard(res, ctx);
     // 'close' follows a complete response too; before it, it means the connection went away.
     // Listeners on `res` and `req.signal` die with the request: nothing to remove.
     res.once('close', () => (res.writableFinished ? ctx.release() : ctx.cancel(callerGone)));
@@ -173,6 +174,49 @@ function defaultOnError(error: unknown): void {
   console.error(error instanceof Error ? (error.stack ?? error) : error);
 }
 
+// The response's own write and end, kept on it when guard() replaces them.
+const WRITE = Symbol('ctxflow.write');
+const END = Symbol('ctxflow.end');
+const GUARDED = Symbol('ctxflow.context');
+type Guarded = ServerResponse & {
+  [GUARDED]: Context;
+  [WRITE]: ServerResponse['write'];
+  [END]: ServerResponse['end'];
+};
+
+/**
+ * Makes a response begun after `ctx` ended (by its clock, even before its timer fired) the answer
+ * for the context's end instead of the handler's, and drops what the handler writes after that.
+ * Shared functions and symbol properties: no closure per request.
+ */
+function guard(res: ServerResponse, ctx: Context): void {
+  const guarded = res as Guarded;
+  guarded[GUARDED] = ctx;
+  guarded[WRITE] = res.write;
+  guarded[END] = res.end;
+  res.write = guardedWrite as ServerResponse['write'];
+  res.end = guardedEnd as ServerResponse['end'];
+}
+
+/** True when the response must not carry what the handler writes: its context ended first. */
+function overtaken(res: Guarded): boolean {
+  if (res.headersSent && !res.writableEnded) return false;
+  const error = res[GUARDED].error;
+  if (error === undefined) return false;
+  if (!res.headersSent) reply(res, error);
+  return true;
+}
+
+function guardedWrite(this: Guarded, ...args: Parameters<ServerResponse['write']>): boolean {
+  if (overtaken(this)) return true;
+  return this[WRITE].apply(this, args);
+}
+
+function guardedEnd(this: Guarded, ...args: Parameters<ServerResponse['end']>): ServerResponse {
+  if (overtaken(this)) return this;
+  return this[END].apply(this, args as never);
+}
+
 /** Answers a request whose context ended, unless a response is already under way or the client is gone. */
 function reply(res: ServerResponse, error: ContextDoneError): void {
   if (res.headersSent || res.destroyed || res.writableEnded || res.socket?.destroyed) return;
@@ -181,5 +225,5 @@ function reply(res: ServerResponse, error: ContextDoneError): void {
   res.removeHeader('content-length');
   res.setHeader(CANCEL_REASON_HEADER, encodeCause(cause));
   res.setHeader('content-type', 'text/plain; charset=utf-8');
-  res.end(cause.code);
+  Reflect.apply((res as Partial<Guarded>)[END] ?? res.end, res, [cause.code]);
 }

@@ -456,6 +456,18 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
           return;
         }
         if (state.finished) return;
+        const error = state.ctx.error;
+        if (error !== undefined) {
+          // The context ended before this answer: it is not sent, the call ends with the cause.
+          // Straight to the next call: ours holds statuses back while a message is in progress.
+          finish(state);
+          call.sendStatus({
+            code: statusFor(error.cause.code),
+            details: `ctxflow: ${error.message}`,
+            metadata: withReason(undefined, error.cause),
+          });
+          return;
+        }
         if (unaryResponse) state.responded = true;
         messageNext(message);
       },

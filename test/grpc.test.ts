@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import http2 from 'node:http2';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
@@ -12,6 +13,7 @@ import {
   type Message,
   type ProbeClient,
   probeClient,
+  rawCall,
   ready,
   startProbeServer,
   type TestServer,
@@ -188,6 +190,45 @@ describe('grpc unary', () => {
     } finally {
       c.close();
       await budgeted.close();
+    }
+  });
+
+  describe('an answer after the context ended is not sent as OK', () => {
+    // The call's only deadline is its grpc-timeout (a raw HTTP/2 caller enforces none), so no
+    // ctxflow timer ends it; the handler blocks the event loop until its context is past that
+    // deadline, so grpc-js's timer cannot end it first either: the answer alone decides.
+    const spinPast = (ctx: Context) => {
+      while (!ctx.done) {}
+    };
+    let late: TestServer;
+    let session: http2.ClientHttp2Session;
+    before(async () => {
+      late = await startProbeServer({
+        unary: () => {
+          spinPast(current());
+          return { late: true };
+        },
+        serverStream: (call) => {
+          spinPast(current());
+          call.write({ late: true });
+          call.end();
+        },
+      });
+      session = http2.connect(`http://${late.address}`);
+    });
+    after(async () => {
+      session.close();
+      await late.close();
+    });
+
+    for (const method of ['Unary', 'ServerStream']) {
+      test(`${method}: DEADLINE_EXCEEDED with ctx-cancel-reason, no message`, async () => {
+        const answer = await rawCall(session, `/ctxflow.test.Probe/${method}`, { 'grpc-timeout': '40m' });
+        assert.equal(answer.status, grpc.status.DEADLINE_EXCEEDED, JSON.stringify(answer));
+        const trailers = answer.trailers['grpc-status'] === undefined ? answer.headers : answer.trailers;
+        assert.equal(trailers['ctx-cancel-reason'], 'deadline_exceeded', JSON.stringify(answer));
+        assert.equal(answer.body.length, 0);
+      });
     }
   });
 
