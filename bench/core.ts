@@ -34,12 +34,12 @@ const variants: Record<string, () => void> = {
     run(ctx, () => {
       sink += current().remaining();
     });
-    ctx.release();
+    ctx.cancel();
   },
   'derive(timeout) + signal observed + release()': () => {
     const ctx = withTimeout(current(), 1000);
     sink += ctx.signal.aborted ? 0 : 1;
-    ctx.release();
+    ctx.cancel();
   },
 };
 
@@ -86,7 +86,7 @@ function memoryPerContext(): void {
       live.push(ctx);
     }
     const perContext = (heapUsed() - before) / n;
-    for (const ctx of live) ctx.release();
+    for (const ctx of live) ctx.cancel();
     console.log(
       `  live context, signal ${observed ? 'observed' : 'never observed'}: ${perContext.toFixed(0)} bytes`,
     );
@@ -103,7 +103,7 @@ async function millionReleased(): Promise<void> {
     const ctx = withTimeout(parent, 10_000);
     // Every other one is observed, so half allocate a timer, a controller and a link to the parent.
     if (i % 2 === 0) ctx.signal;
-    ctx.release();
+    ctx.cancel();
   }
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   const leakedTimers = (await timers.live()) - timersBefore;

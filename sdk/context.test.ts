@@ -25,7 +25,7 @@ describe('deadlines', () => {
     assert.equal(child.deadline, parent.deadline);
     const shorter = withTimeout(parent, 10);
     assert.ok((shorter.deadline ?? 0) < (parent.deadline ?? 0));
-    parent.release();
+    parent.cancel();
   });
 
   it('remaining() counts down and stops at zero', async () => {
@@ -93,7 +93,7 @@ describe('cancellation', () => {
     ctx.onDone((error) => fired.push(error.cause.code));
     ctx.cancel('client_disconnected');
     ctx.cancel('error');
-    ctx.release();
+    ctx.cancel();
     assert.equal(ctx.cause?.code, 'client_disconnected');
     assert.deepEqual(fired, ['client_disconnected']);
   });
@@ -188,10 +188,10 @@ describe('resources', () => {
     for (let i = 0; i < 1000; i++) {
       const child = withTimeout(parent, 1000);
       child.signal;
-      child.release();
+      child.cancel();
     }
     assert.equal(listeners(), 0);
-    parent.release();
+    parent.cancel();
   });
 
   it('a parent observed only through its children drops its timer when they end', async () => {
@@ -202,7 +202,7 @@ describe('resources', () => {
       const child = withCancel(parent);
       child.onDone(() => {});
       assert.equal(await timers.live(), before + 1);
-      child.release();
+      child.cancel();
       assert.equal(await timers.live(), before);
       assert.equal(parent.done, false);
     } finally {
@@ -218,7 +218,7 @@ describe('resources', () => {
       assert.equal(await timers.live(), before);
       for (const ctx of contexts) ctx.signal;
       assert.equal(await timers.live(), before + 100);
-      for (const ctx of contexts) ctx.release();
+      for (const ctx of contexts) ctx.cancel();
       assert.equal(await timers.live(), before);
     } finally {
       timers.stop();
@@ -229,7 +229,7 @@ describe('resources', () => {
     const ctx = withTimeout(background(), 40 * 24 * 3600 * 1000);
     ctx.onDone(() => {});
     assert.equal(ctx.done, false);
-    ctx.release();
+    ctx.cancel();
   });
 });
 
@@ -249,7 +249,7 @@ describe('run and current', () => {
       );
     });
     assert.equal(current(), background());
-    ctx.release();
+    ctx.cancel();
   });
 
   it('ctx.run nests and restores', () => {

@@ -1,7 +1,7 @@
 import { diag, context as otel, trace } from '@opentelemetry/api';
 import { type Cause, type CauseInput, toCause } from './cause.ts';
 import { type ContextDoneError, errorFor } from './errors.ts';
-import { activeValue, runWith } from './scope.ts';
+import { activeContext, runWith } from './scope.ts';
 
 /**
  * A request's deadline and cancellation, in the manner of Go's context.Context.
@@ -34,12 +34,16 @@ export interface Context {
   run<T>(fn: () => T): T;
 }
 
-/** A context its creator can end; disposing it (`using`) or `release()` cancels it and frees its timer. */
+/**
+ * A context its creator can end. Call `cancel()` when the work it covers is over, or declare it
+ * with `using` (disposing it cancels it): either frees its timer and its link to the parent.
+ */
 export interface CancelableContext extends Context, Disposable {
-  /** Ends the context and its descendants with `cause` (default `cancelled`); later calls do nothing. */
+  /**
+   * Ends the context and its descendants with `cause` (default `cancelled`) and frees its timer and
+   * its link to the parent; later calls do nothing.
+   */
   cancel(cause?: CauseInput): void;
-  /** Cancels the context if it is still live and frees its timer and its link to the parent. */
-  release(): void;
 }
 
 const CANCELLED: Cause = Object.freeze({ code: 'cancelled' });
@@ -121,6 +125,8 @@ class Node implements CancelableContext {
   }
 
   onDone(fn: (error: ContextDoneError) => void): () => void {
+    // A root never ends: nothing to register, nothing to keep.
+    if (this.parent === undefined) return noop;
     if (this.#settle() !== undefined) {
       invoke(fn, this.error as ContextDoneError);
       return noop;
@@ -141,10 +147,6 @@ class Node implements CancelableContext {
     // Roots (background, withoutCancel) never end; they are not handed out as cancelable anyway.
     if (this.parent === undefined || this.#settle() !== undefined) return;
     this.#finish(cause === undefined ? CANCELLED : toCause(cause), Date.now());
-  }
-
-  release(): void {
-    this.cancel();
   }
 
   [Symbol.dispose](): void {
@@ -267,7 +269,8 @@ export function background(): Context {
  * from `background()` otherwise takes the trace id of the active OpenTelemetry span, if any.
  */
 export function newContext(parent: Context, deadline?: number, traceId?: string): CancelableContext {
-  const node = asNode(parent);
+  if (!(parent instanceof Node)) return foreignChild(parent, deadline, traceId);
+  const node = parent;
   const parentDeadline = node.deadline;
   let effective = deadline;
   if (effective === undefined || (parentDeadline !== undefined && parentDeadline < effective)) {
@@ -305,7 +308,7 @@ export function withoutCancel(parent: Context): Context {
 
 /** The context bound to the current async flow, or `background()` outside any `run`. */
 export function current(): Context {
-  return (activeValue() as Context | undefined) ?? BACKGROUND;
+  return activeContext() ?? BACKGROUND;
 }
 
 /** Runs `fn` with `ctx` as `current()`, through every await and callback it starts. */
@@ -317,7 +320,19 @@ function activeTraceId(): string | undefined {
   return trace.getSpanContext(otel.active())?.traceId;
 }
 
-function asNode(ctx: Context): Node {
-  if (ctx instanceof Node) return ctx;
-  throw new TypeError('ctxflow: contexts must come from ctxflow (current(), background(), with*())');
+/**
+ * A child of a context made by another copy of ctxflow in the process: a context of ours that the
+ * parent's end cancels with the parent's cause, linked through the parent's `onDone` as Go links a
+ * foreign parent through AfterFunc, and unlinked when the child ends first.
+ */
+function foreignChild(parent: Context, deadline?: number, traceId?: string): CancelableContext {
+  let effective = deadline;
+  const parentDeadline = parent.deadline;
+  if (effective === undefined || (parentDeadline !== undefined && parentDeadline < effective)) {
+    effective = parentDeadline;
+  }
+  const child = new Node(BACKGROUND, effective, traceId ?? parent.traceId);
+  const unlink = parent.onDone((error) => child.cancel(error.cause));
+  child.onDone(unlink);
+  return child;
 }

@@ -1,18 +1,18 @@
 import { type Context as OtelContext, type TextMapGetter, trace } from '@opentelemetry/api';
 import type { CauseCode } from './cause.ts';
-import { background, type CancelableContext, newContext } from './context.ts';
-import { extractTrace } from './propagation.ts';
-import { CONTEXT_KEY } from './scope.ts';
 import {
   DEADLINE_HEADER,
   DEFAULT_MAX_INBOUND_MS,
+  type DecodeOptions,
   inboundDeadline,
   TIMEOUT_HEADER,
-  type WireOptions,
-} from './wire.ts';
+} from './codec.ts';
+import { background, type CancelableContext, newContext } from './context.ts';
+import { extractTrace } from './propagation.ts';
+import { setContext } from './scope.ts';
 
 /** How a server side of an adapter turns an inbound call into a context. */
-export interface InboundOptions extends WireOptions {
+export interface InboundOptions extends DecodeOptions {
   /** This service's own budget per call in milliseconds; the earlier of it and the caller's wins. */
   budgetMs?: number;
   /** Honour the caller's deadline headers. Default true; set false at a public edge. */
@@ -21,7 +21,7 @@ export interface InboundOptions extends WireOptions {
 
 /** An inbound call's context and the OpenTelemetry context to run its handler in. */
 export interface InboundCall {
-  /** The call's context; the adapter ends it when the transport does and releases it after. */
+  /** The call's context; the adapter ends it when the transport does, and cancels it once the call is over. */
   readonly ctx: CancelableContext;
   /** The OpenTelemetry context holding `ctx` (and the remote trace parent when no span is active). */
   readonly otelContext: OtelContext;
@@ -56,7 +56,7 @@ export function acceptInbound(
   const ctx = newContext(background(), deadline, trace.getSpanContext(otelContext)?.traceId);
   return {
     ctx,
-    otelContext: otelContext.setValue(CONTEXT_KEY, ctx),
+    otelContext: setContext(otelContext, ctx),
     callerGoneCause: trusted && sent !== undefined ? 'upstream_cancelled' : 'client_disconnected',
   };
 }

@@ -1,3 +1,7 @@
+/**
+ * ctxflow: a request's deadline, cancellation and trace, carried across every hop.
+ * This entry point is what applications use; adapter authors find the wire side in `ctxflow/wire`.
+ */
 export type { Cause, CauseCode, CauseInput } from './cause.ts';
 export {
   background,
@@ -10,22 +14,11 @@ export {
   withoutCancel,
   withTimeout,
 } from './context.ts';
-export { CancelledError, ContextDoneError, DeadlineExceededError } from './errors.ts';
-export { acceptInbound, type InboundCall, type InboundOptions } from './inbound.ts';
-export { DeadlinePropagator, extractContext, type Inbound, injectContext } from './propagation.ts';
-export { CONTEXT_KEY } from './scope.ts';
 export {
-  CANCEL_REASON_HEADER,
-  DEADLINE_HEADER,
-  decodeCause,
-  decodeDeadline,
-  decodeTimeout,
-  encodeCause,
-  encodeDeadline,
-  encodeTimeout,
-  type HeaderValue,
-  inboundDeadline,
-  remoteError,
-  TIMEOUT_HEADER,
-  type WireOptions,
-} from './wire.ts';
+  CancelledError,
+  ContextDoneError,
+  DeadlineExceededError,
+  isContextDoneError,
+} from './errors.ts';
+export { DeadlinePropagator } from './propagation.ts';
+export { getContext, setContext } from './scope.ts';

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { after, it } from 'node:test';
 import { defaultTextMapGetter, metrics } from '@opentelemetry/api';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
+import { decodeCause, inboundDeadline } from './codec.ts';
 import { acceptInbound } from './inbound.ts';
-import { decodeCause, inboundDeadline } from './wire.ts';
 
 class Reader extends MetricReader {
   protected override async onForceFlush(): Promise<void> {}
@@ -50,8 +50,8 @@ it('does not read, so does not count, deadline headers at a trust boundary', asy
   const before = await rejected();
   acceptInbound({ 'ctx-timeout': 'junk', 'ctx-deadline': '-1' }, defaultTextMapGetter, {
     trustInbound: false,
-  }).ctx.release();
+  }).ctx.cancel();
   assert.deepEqual(await rejected(), before);
-  acceptInbound({ 'ctx-timeout': 'junk' }, defaultTextMapGetter).ctx.release();
+  acceptInbound({ 'ctx-timeout': 'junk' }, defaultTextMapGetter).ctx.cancel();
   assert.equal((await rejected())['ctx-timeout/malformed'], (before['ctx-timeout/malformed'] ?? 0) + 1);
 });

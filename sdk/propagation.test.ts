@@ -10,15 +10,8 @@ import {
 } from '@opentelemetry/api';
 import { CompositePropagator, W3CTraceContextPropagator } from '@opentelemetry/core';
 import { acceptInbound } from './inbound.ts';
-import {
-  background,
-  current,
-  DeadlinePropagator,
-  extractContext,
-  injectContext,
-  withTimeout,
-} from './index.ts';
-import { CONTEXT_KEY } from './scope.ts';
+import { background, current, DeadlinePropagator, getContext, setContext, withTimeout } from './index.ts';
+import { startOutbound } from './outbound.ts';
 
 const TRACEPARENT = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
 
@@ -36,14 +29,15 @@ describe('DeadlinePropagator', () => {
       isRemote: true,
     });
     const headers: Record<string, string> = {};
-    propagator.inject(withSpan.setValue(CONTEXT_KEY, ctx), headers, defaultTextMapSetter);
+    propagator.inject(setContext(withSpan, ctx), headers, defaultTextMapSetter);
     assert.equal(headers.traceparent, TRACEPARENT);
     const timeout = Number(headers['ctx-timeout']);
     assert.ok(timeout <= 990 && timeout >= 980, `ctx-timeout ${timeout}`);
     assert.equal(Number(headers['ctx-deadline']), (ctx.deadline ?? 0) - 10);
 
     const extracted = propagator.extract(ROOT_CONTEXT, headers, defaultTextMapGetter);
-    const inbound = extracted.getValue(CONTEXT_KEY) as ReturnType<typeof current>;
+    const inbound = getContext(extracted);
+    assert.ok(inbound);
     assert.equal(inbound.traceId, '0af7651916cd43dd8448eb211c80319c');
     assert.ok(inbound.remaining() <= timeout && inbound.remaining() >= timeout - 5);
     assert.deepEqual(new DeadlinePropagator().fields(), ['ctx-timeout', 'ctx-deadline']);
@@ -51,7 +45,7 @@ describe('DeadlinePropagator', () => {
 
   it('writes nothing for a context without a deadline and reads nothing from a carrier without one', () => {
     const headers: Record<string, string> = {};
-    propagator.inject(ROOT_CONTEXT.setValue(CONTEXT_KEY, background()), headers, defaultTextMapSetter);
+    propagator.inject(setContext(ROOT_CONTEXT, background()), headers, defaultTextMapSetter);
     assert.deepEqual(headers, {});
     assert.equal(
       propagator.extract(ROOT_CONTEXT, { 'ctx-timeout': 'x' }, defaultTextMapGetter),
@@ -60,17 +54,20 @@ describe('DeadlinePropagator', () => {
   });
 });
 
-describe('injectContext and extractContext without a tracing SDK', () => {
+describe('acceptInbound and startOutbound without a tracing SDK', () => {
   it('carry the trace id and the budget through a hop', () => {
     assert.equal(propagation.fields().length, 0, 'no global propagator registered');
     const inbound = acceptInbound({ traceparent: TRACEPARENT, 'ctx-timeout': '500' }, defaultTextMapGetter);
     assert.equal(inbound.ctx.traceId, '0af7651916cd43dd8448eb211c80319c');
     assert.equal(inbound.callerGoneCause, 'upstream_cancelled');
     const outbound: Record<string, string> = {};
-    otel.with(inbound.otelContext, () => injectContext(current(), outbound, defaultTextMapSetter));
+    const unlink = otel.with(inbound.otelContext, () =>
+      startOutbound(current(), outbound, defaultTextMapSetter, () => {}),
+    );
+    unlink();
     assert.match(outbound.traceparent ?? '', /^00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01$/);
     assert.ok(Number(outbound['ctx-timeout']) <= 495);
-    inbound.ctx.release();
+    inbound.ctx.cancel();
   });
 
   it('apply the service budget, the cap, and ignore the caller at a trust boundary', () => {
@@ -87,7 +84,7 @@ describe('injectContext and extractContext without a tracing SDK', () => {
     assert.equal(edge.callerGoneCause, 'client_disconnected');
     const transport = acceptInbound({}, defaultTextMapGetter, {}, Date.now() + 300);
     assert.ok(transport.ctx.remaining() <= 300 && transport.ctx.remaining() > 250);
-    for (const call of [own, capped, edge, transport]) call.ctx.release();
+    for (const call of [own, capped, edge, transport]) call.ctx.cancel();
   });
 
   it('leave the active context alone when a span is already active', () => {
@@ -97,8 +94,46 @@ describe('injectContext and extractContext without a tracing SDK', () => {
       traceFlags: 1,
     });
     const inbound = otel.with(active, () =>
-      extractContext({ traceparent: TRACEPARENT }, defaultTextMapGetter),
+      acceptInbound({ traceparent: TRACEPARENT }, defaultTextMapGetter),
     );
-    assert.equal(inbound.traceId, '11111111111111111111111111111111');
+    assert.equal(inbound.ctx.traceId, '11111111111111111111111111111111');
+    inbound.ctx.cancel();
+  });
+
+  it('mint a W3C trace at an edge with no trace, and carry it on', () => {
+    const first = acceptInbound({}, defaultTextMapGetter);
+    const second = acceptInbound({}, defaultTextMapGetter);
+    const traceId = first.ctx.traceId ?? '';
+    assert.match(traceId, /^[0-9a-f]{32}$/);
+    assert.notEqual(traceId, second.ctx.traceId);
+    const outbound: Record<string, string> = {};
+    otel.with(first.otelContext, () => startOutbound(current(), outbound, defaultTextMapSetter, () => {})());
+    assert.match(outbound.traceparent ?? '', new RegExp(`^00-${traceId}-[0-9a-f]{16}-00$`));
+    const next = acceptInbound(outbound, defaultTextMapGetter);
+    assert.equal(next.ctx.traceId, traceId);
+    for (const call of [first, second, next]) call.ctx.cancel();
+  });
+
+  it('startOutbound refuses a done context and sends nothing', () => {
+    const ctx = withTimeout(background(), 0);
+    const outbound: Record<string, string> = {};
+    assert.throws(
+      () => startOutbound(ctx, outbound, defaultTextMapSetter, () => {}),
+      (error) => error === ctx.error,
+    );
+    assert.deepEqual(outbound, {});
+  });
+
+  it('startOutbound aborts when the context ends, and not after the unlink', () => {
+    const ctx = withTimeout(background(), 10_000);
+    const aborted: unknown[] = [];
+    const unlink = startOutbound(ctx, {}, defaultTextMapSetter, (error) => aborted.push(error));
+    ctx.cancel('shutdown');
+    assert.deepEqual(aborted, [ctx.error]);
+    const other = withTimeout(background(), 10_000);
+    startOutbound(other, {}, defaultTextMapSetter, (error) => aborted.push(error))();
+    other.cancel();
+    assert.equal(aborted.length, 1);
+    unlink();
   });
 });

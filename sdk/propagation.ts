@@ -5,20 +5,22 @@ import {
   type TextMapGetter,
   type TextMapPropagator,
   type TextMapSetter,
+  TraceFlags,
   trace,
 } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { background, type Context, newContext } from './context.ts';
-import { CONTEXT_KEY, ensureContextManager } from './scope.ts';
 import {
   DEADLINE_HEADER,
   DEFAULT_RESERVE_MS,
+  type EncodeOptions,
   encodeDeadline,
   encodeTimeout,
   inboundDeadline,
   TIMEOUT_HEADER,
   type WireOptions,
-} from './wire.ts';
+} from './codec.ts';
+import { background, newContext } from './context.ts';
+import { ensureContextManager, getContext, setContext } from './scope.ts';
 
 /**
  * An OpenTelemetry TextMapPropagator for ctxflow's deadline headers. Compose it with the
@@ -33,8 +35,8 @@ export class DeadlinePropagator implements TextMapPropagator {
   }
 
   inject(otelContext: OtelContext, carrier: unknown, setter: TextMapSetter): void {
-    const ctx = otelContext.getValue(CONTEXT_KEY) as Context | undefined;
-    if (ctx !== undefined) injectDeadline(ctx, carrier, setter, this.#options);
+    const ctx = getContext(otelContext);
+    if (ctx !== undefined) injectDeadline(carrier, setter, ctx.deadline, this.#options);
   }
 
   extract(otelContext: OtelContext, carrier: unknown, getter: TextMapGetter): OtelContext {
@@ -45,7 +47,7 @@ export class DeadlinePropagator implements TextMapPropagator {
     );
     if (deadline === undefined) return otelContext;
     const traceId = trace.getSpanContext(otelContext)?.traceId;
-    return otelContext.setValue(CONTEXT_KEY, newContext(background(), deadline, traceId));
+    return setContext(otelContext, newContext(background(), deadline, traceId));
   }
 
   fields(): string[] {
@@ -54,15 +56,14 @@ export class DeadlinePropagator implements TextMapPropagator {
 }
 
 /**
- * Writes `ctx-timeout` (and with `sendDeadline`, `ctx-deadline`) for `deadline`, by default the
- * deadline of `ctx`, into a carrier; writes nothing when there is none.
+ * Writes `ctx-timeout` (and with `sendDeadline`, `ctx-deadline`) for `deadline` into a carrier;
+ * writes nothing when there is none.
  */
-export function injectDeadline(
-  ctx: Context,
-  carrier: unknown,
-  setter: TextMapSetter,
-  options: WireOptions = {},
-  deadline: number | undefined = ctx.deadline,
+export function injectDeadline<C>(
+  carrier: C,
+  setter: TextMapSetter<C>,
+  deadline: number | undefined,
+  options: EncodeOptions = {},
 ): void {
   if (deadline === undefined) return;
   const reserve = options.reserveMs ?? DEFAULT_RESERVE_MS;
@@ -72,60 +73,50 @@ export function injectDeadline(
 
 const w3c = new W3CTraceContextPropagator();
 
+/** True when a tracing SDK registered a propagator that writes `traceparent`. */
+function tracingPropagator(): boolean {
+  return propagation.fields().includes('traceparent');
+}
+
 /**
  * The propagator for trace headers: the registered global one when it handles `traceparent`
  * (a tracing SDK is set up), otherwise W3C trace context alone, so trace ids flow without an SDK.
  */
 function tracePropagator(): TextMapPropagator {
-  return propagation.fields().includes('traceparent') ? propagation : w3c;
+  return tracingPropagator() ? propagation : w3c;
 }
 
-/**
- * Writes the trace and deadline headers of `ctx` into an outbound carrier (HTTP headers, metadata).
- * `deadline` replaces the context's when the transport call has an earlier one of its own.
- */
-export function injectContext(
-  ctx: Context,
-  carrier: unknown,
-  setter: TextMapSetter,
-  options: WireOptions = {},
-  deadline: number | undefined = ctx.deadline,
-): void {
-  tracePropagator().inject(otel.active(), carrier, setter);
-  injectDeadline(ctx, carrier, setter, options, deadline);
-}
-
-/** What an inbound carrier says: the OTel context to run in, and the deadline it grants. */
-export interface Inbound {
-  /** The active OTel context, with the remote trace parent when no instrumentation set a span. */
-  readonly otelContext: OtelContext;
-  /** The deadline granted by the sender, clamped; undefined when none or when invalid. */
-  readonly deadline: number | undefined;
-  /** The trace id of the request, when known. */
-  readonly traceId: string | undefined;
+/** Writes the trace headers of `otelContext` into an outbound carrier. */
+export function injectTrace<C>(otelContext: OtelContext, carrier: C, setter: TextMapSetter<C>): void {
+  tracePropagator().inject(otelContext, carrier, setter as TextMapSetter);
 }
 
 /**
  * The OpenTelemetry context to run an inbound call in: the active one when an instrumentation has
- * already started a server span for it, otherwise the active one plus the carrier's trace parent.
+ * already started a server span for it; otherwise the active one plus the carrier's trace parent;
+ * and with no trace parent and no tracing SDK, a new W3C trace (a non-recording span context), so
+ * that logs on every hop can be correlated by a trace id even without an SDK.
  */
 export function extractTrace(carrier: unknown, getter: TextMapGetter): OtelContext {
   // The caller runs its handler in the returned context: that needs a working context manager.
   ensureContextManager();
   const active = otel.active();
-  return trace.getSpan(active) === undefined ? tracePropagator().extract(active, carrier, getter) : active;
+  if (trace.getSpan(active) !== undefined) return active;
+  if (tracingPropagator()) return propagation.extract(active, carrier, getter);
+  const extracted = w3c.extract(active, carrier, getter);
+  if (extracted !== active) return extracted;
+  return trace.setSpanContext(active, {
+    traceId: randomHex(4),
+    spanId: randomHex(2),
+    traceFlags: TraceFlags.NONE,
+  });
 }
 
-/** Reads trace and deadline headers from an inbound carrier (see `extractTrace` and `inboundDeadline`). */
-export function extractContext(carrier: unknown, getter: TextMapGetter, options: WireOptions = {}): Inbound {
-  const otelContext = extractTrace(carrier, getter);
-  return {
-    otelContext,
-    deadline: inboundDeadline(
-      getter.get(carrier, TIMEOUT_HEADER),
-      getter.get(carrier, DEADLINE_HEADER),
-      options,
-    ),
-    traceId: trace.getSpanContext(otelContext)?.traceId,
-  };
+/** `words` random 32-bit words as lower-case hex: ids need to be unique, not secret. */
+function randomHex(words: number): string {
+  let hex = '';
+  for (let i = 0; i < words; i++) {
+    hex += ((Math.random() * 0x100000000) >>> 0).toString(16).padStart(8, '0');
+  }
+  return hex;
 }

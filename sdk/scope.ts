@@ -1,8 +1,13 @@
-import { createContextKey, context as otel } from '@opentelemetry/api';
+import { createContextKey, type Context as OtelContext, context as otel } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import type { Context } from './context.ts';
 
-/** The OpenTelemetry context key under which the ctxflow context travels. */
-export const CONTEXT_KEY = createContextKey('ctxflow.context');
+/**
+ * Where a ctxflow context travels in an OpenTelemetry context. `createContextKey` makes a
+ * `Symbol.for` key, so every copy of ctxflow in the process with the same major version shares
+ * it; the version changes when the shape of a context does.
+ */
+const CONTEXT_KEY = createContextKey('ctxflow.context.v1');
 
 let managerChecked = false;
 
@@ -18,13 +23,23 @@ export function ensureContextManager(): void {
   if (!works) otel.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
 }
 
-/** Runs `fn` with `value` stored under CONTEXT_KEY in the active OpenTelemetry context. */
-export function runWith<T>(value: unknown, fn: () => T): T {
-  ensureContextManager();
-  return otel.with(otel.active().setValue(CONTEXT_KEY, value), fn);
+/** The ctxflow context held by an OpenTelemetry context, as `trace.getSpan` reads a span. */
+export function getContext(otelContext: OtelContext): Context | undefined {
+  return otelContext.getValue(CONTEXT_KEY) as Context | undefined;
 }
 
-/** The value stored under CONTEXT_KEY in the active OpenTelemetry context. */
-export function activeValue(): unknown {
-  return otel.active().getValue(CONTEXT_KEY);
+/** A copy of an OpenTelemetry context holding `ctx`, as `trace.setSpan` does for a span. */
+export function setContext(otelContext: OtelContext, ctx: Context): OtelContext {
+  return otelContext.setValue(CONTEXT_KEY, ctx);
+}
+
+/** Runs `fn` with `ctx` stored in the active OpenTelemetry context. */
+export function runWith<T>(ctx: Context, fn: () => T): T {
+  ensureContextManager();
+  return otel.with(otel.active().setValue(CONTEXT_KEY, ctx), fn);
+}
+
+/** The ctxflow context stored in the active OpenTelemetry context. */
+export function activeContext(): Context | undefined {
+  return otel.active().getValue(CONTEXT_KEY) as Context | undefined;
 }

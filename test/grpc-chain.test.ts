@@ -5,10 +5,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import type { GrpcContextError } from '../adapters/grpc.ts';
+import type { GrpcContextError } from '../adapters/grpc/index.ts';
 import { background, run, withCancel, withTimeout } from '../sdk/context.ts';
 import { DeadlineExceededError } from '../sdk/errors.ts';
 import {
+  assertEndedBy,
   deferred,
   type HandlerHop,
   type Message,
@@ -110,7 +111,7 @@ describe('grpc: three hops A → B → C', () => {
         sentAt = hop.at;
       }
     } finally {
-      root.release();
+      root.cancel();
     }
   });
 
@@ -147,7 +148,7 @@ describe('grpc: three hops A → B → C', () => {
         ],
       );
     } finally {
-      root.release();
+      root.cancel();
     }
   });
 
@@ -163,7 +164,7 @@ describe('grpc: three hops A → B → C', () => {
     const cancelledAt = Date.now();
     root.cancel({ code: 'user_left' });
     const error = await pending;
-    assert.equal(error, root.error);
+    assertEndedBy(error, root);
     const cAbortedAt = await cEnded;
     assert.ok(cAbortedAt - cancelledAt < 200, `C saw it after ${cAbortedAt - cancelledAt} ms`);
     assert.deepEqual(

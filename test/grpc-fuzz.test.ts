@@ -9,7 +9,7 @@ import http2 from 'node:http2';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
-import { toContextError } from '../adapters/grpc.ts';
+import { toContextError } from '../adapters/grpc/index.ts';
 import { current } from '../sdk/context.ts';
 import { ContextDoneError } from '../sdk/errors.ts';
 import { DEFAULT_MAX_INBOUND_MS } from '../sdk/wire.ts';

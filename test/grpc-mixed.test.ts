@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type * as grpc from '@grpc/grpc-js';
 import express from 'express';
-import { deadlines, errorHandler } from '../adapters/express.ts';
-import { fetch } from '../adapters/fetch.ts';
+import { deadlines, errorHandler } from '../adapters/http/express.ts';
+import { fetch } from '../adapters/http/fetch.ts';
 import {
   deferred,
   type HandlerHop,

@@ -99,7 +99,7 @@ describe('instrumentation-grpc with serverInterceptor', () => {
           return span.spanContext().traceId;
         } finally {
           span.end();
-          ctx.release();
+          ctx.cancel();
         }
       });
       const record = seen.at(-1);
@@ -145,7 +145,7 @@ describe('instrumentation-grpc with serverInterceptor', () => {
       const ctx = withTimeout(background(), 1000);
       await run(ctx, () => support.unary(client));
       await run(ctx, () => support.unary(client));
-      ctx.release();
+      ctx.cancel();
       assert.equal(
         seen.at(-1)?.ctx.deadline,
         undefined,

@@ -4,10 +4,11 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { context as otel, ROOT_CONTEXT, trace } from '@opentelemetry/api';
-import { callContext, type GrpcContextError, toContextError } from '../adapters/grpc.ts';
+import { contextOf, type GrpcContextError, toContextError } from '../adapters/grpc/index.ts';
 import { background, type Context, current, run, withCancel, withTimeout } from '../sdk/context.ts';
 import { CancelledError, ContextDoneError, DeadlineExceededError } from '../sdk/errors.ts';
 import {
+  assertEndedBy,
   collect,
   deferred,
   type Message,
@@ -100,7 +101,7 @@ describe('grpc unary', () => {
       assert.match(String(s.metadata['ctx-timeout']), /^\d+$/);
       assert.equal(s.metadata['ctx-deadline'], undefined, 'ctx-deadline only with sendDeadline');
     } finally {
-      ctx.release();
+      ctx.cancel();
     }
   });
 
@@ -112,7 +113,7 @@ describe('grpc unary', () => {
       assert.ok(s.remaining <= 300 && s.remaining > 250, `remaining ${s.remaining}`);
       assert.ok(Number(s.metadata['ctx-timeout']) <= 300);
     } finally {
-      ctx.release();
+      ctx.cancel();
     }
   });
 
@@ -133,7 +134,7 @@ describe('grpc unary', () => {
       () => assert.fail('resolved'),
       (e: unknown) => e,
     );
-    assert.equal(error, ctx.error);
+    assertEndedBy(error, ctx);
     assert.ok(error instanceof CancelledError);
     assert.equal(error.cause.code, 'shutdown');
     await sleep(20);
@@ -150,7 +151,7 @@ describe('grpc unary', () => {
       await sleep(20);
       assert.equal(calls, before);
     } finally {
-      ctx.release();
+      ctx.cancel();
     }
   });
 
@@ -163,7 +164,7 @@ describe('grpc unary', () => {
     const end = ended(s.ctx);
     ctx.cancel({ code: 'user_left' });
     const error = await pending;
-    assert.equal(error, ctx.error, 'the local context error');
+    assertEndedBy(error, ctx);
     assert.equal((error as ContextDoneError).cause.code, 'user_left');
     assert.deepEqual(await end, { code: 'upstream_cancelled', aborted: true });
   });
@@ -256,12 +257,12 @@ describe('grpc unary', () => {
     assert.equal(s.ctx.cause?.code, 'cancelled');
   });
 
-  test('callContext(call) finds the context from the call object', async () => {
+  test('contextOf(call) finds the context from the call object', async () => {
     const found = deferred<boolean>();
     const other = await startProbeServer(
       {
         unary: (call, callback) => {
-          found.resolve(callContext(call) === current());
+          found.resolve(contextOf(call) === current());
           callback?.(null, {});
         },
       },
@@ -296,7 +297,7 @@ describe('grpc server without wrapService', () => {
     try {
       const ctx = withTimeout(background(), 2000);
       const response = await run(ctx, () => unary(client));
-      ctx.release();
+      ctx.cancel();
       assert.equal(response.same, true);
       assert.ok(response.remaining > 1900 && response.remaining <= 1995);
       const error = (await unary(client, { throw: true }).catch((e: unknown) => e)) as grpc.ServiceError;
@@ -459,7 +460,7 @@ describe('grpc streaming', () => {
       assert.equal(messages.length, 3);
       for (const m of messages) assert.ok(m.remaining <= 1995 && m.remaining > 1500);
     } finally {
-      ctx.release();
+      ctx.cancel();
     }
   });
 
@@ -475,7 +476,7 @@ describe('grpc streaming', () => {
     ctx.cancel();
     const { messages, error } = await result;
     assert.ok(messages.length >= 1);
-    assert.equal(error, ctx.error);
+    assertEndedBy(error, ctx);
     assert.deepEqual(await end, { code: 'upstream_cancelled', aborted: true });
   });
 
@@ -491,7 +492,7 @@ describe('grpc streaming', () => {
       assert.ok(error instanceof DeadlineExceededError, String(error));
       assert.deepEqual(await end, { code: 'deadline_exceeded', aborted: true });
     } finally {
-      ctx.release();
+      ctx.cancel();
     }
   });
 
@@ -512,7 +513,7 @@ describe('grpc streaming', () => {
       assert.deepEqual({ sum: response.sum, same: response.same }, { sum: 15, same: true });
       assert.ok(response.remaining <= 1995 && response.remaining > 1500);
     } finally {
-      ctx.release();
+      ctx.cancel();
     }
   });
 
@@ -540,7 +541,7 @@ describe('grpc streaming', () => {
     ctx.cancel({ code: 'shutdown' });
     assert.deepEqual(await end, { code: 'upstream_cancelled', aborted: true });
     await sleep(10);
-    assert.equal(errors[0], ctx.error);
+    assertEndedBy(errors[0], ctx);
   });
 });
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import express from 'express';
 import fc from 'fast-check';
-import { deadlines, errorHandler } from '../adapters/express.ts';
+import { deadlines, errorHandler } from '../adapters/http/express.ts';
 import { current } from '../sdk/context.ts';
 import { type Listening, listen, rawRequest } from './support/http.ts';
 

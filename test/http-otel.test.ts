@@ -5,9 +5,9 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { CompositePropagator, W3CTraceContextPropagator } from '@opentelemetry/core';
 import { UndiciInstrumentation } from '@opentelemetry/instrumentation-undici';
 import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
-import { fetch } from '../adapters/fetch.ts';
+import { fetch } from '../adapters/http/fetch.ts';
 import { background, withTimeout } from '../sdk/context.ts';
-import { DeadlinePropagator } from '../sdk/propagation.ts';
+import { DeadlinePropagator } from '../sdk/index.ts';
 import { type Peer, peer, valuesOf } from './support/http.ts';
 
 // With instrumentation-undici, the instrumentation adds the global propagator's headers to every
@@ -56,7 +56,7 @@ async function sendUnderSpan(): Promise<{
       }
     });
   } finally {
-    ctx.release();
+    ctx.cancel();
   }
 }
 
@@ -100,6 +100,6 @@ test("the caller's own copies of delegated headers are dropped, not sent beside 
     assert.deepEqual(valuesOf(raw, 'ctx-timeout').length, 1);
     assert.ok(Number(valuesOf(raw, 'ctx-timeout')[0]) <= 995);
   } finally {
-    ctx.release();
+    ctx.cancel();
   }
 });

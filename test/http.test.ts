@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { getEventListeners } from 'node:events';
 import { after, before, describe, test } from 'node:test';
 import express from 'express';
-import { deadlines, errorHandler } from '../adapters/express.ts';
-import { fetch } from '../adapters/fetch.ts';
+import { deadlines, errorHandler } from '../adapters/http/express.ts';
+import { fetch } from '../adapters/http/fetch.ts';
 import type { Cause } from '../sdk/cause.ts';
 import { background, current, withTimeout } from '../sdk/context.ts';
 import { DEFAULT_RESERVE_MS } from '../sdk/wire.ts';
@@ -182,7 +182,7 @@ test('10,000 sequential fetches under one context leave its signal and the calle
     assert.equal(getEventListeners(caller.signal, 'abort').length, beforeCaller);
     assert.equal(ctx.done, false);
   } finally {
-    ctx.release();
+    ctx.cancel();
     await server.close();
   }
 });

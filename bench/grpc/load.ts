@@ -45,7 +45,7 @@ function call(): Promise<void> {
       const ctx = withTimeout(background(), 5000);
       run(ctx, () =>
         client.unary(REQUEST, NO_OPTIONS, (error) => {
-          ctx.release();
+          ctx.cancel();
           if (error) reject(error);
           else resolve();
         }),

@@ -116,7 +116,7 @@ function call({ config, client }: Setup): Promise<void> {
         const ctx = withTimeout(background(), 5000);
         run(ctx, () =>
           client.unary(REQUEST, metadata, {}, (error) => {
-            ctx.release();
+            ctx.cancel();
             done(error);
           }),
         );

@@ -2,16 +2,19 @@
  * A small gRPC service for the tests, without .proto: JSON messages over grpc-js's generic client
  * and server, one method of each kind. Servers listen on 127.0.0.1 on an ephemeral port.
  */
+import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import {
   type ClientInterceptorOptions,
   clientOptions,
+  type GrpcContextError,
+  grpcStatusFor,
   type ServerInterceptorOptions,
   serverInterceptor,
   wrapService,
-} from '../../adapters/grpc.ts';
-import { type Context, current } from '../../sdk/context.ts';
+} from '../../adapters/grpc/index.ts';
+import { type Context, ContextDoneError, current } from '../../sdk/index.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: test messages are free-form JSON
 export type Message = Record<string, any>;
@@ -253,4 +256,17 @@ export function recordHop(hops: HandlerHop[], name: string): HandlerHop {
   const hop = { name, ctx, signal: ctx.signal, deadline: ctx.deadline, at: Date.now() };
   hops.push(hop);
   return hop;
+}
+
+/**
+ * Asserts that a gRPC call's error reports the local context's end: the same kind and cause as
+ * `ctx.error`, with the gRPC status for it (`err.code`), as a grpc-js caller checks it.
+ */
+export function assertEndedBy(error: unknown, ctx: Context): void {
+  const expected = ctx.error;
+  assert.ok(expected, 'the context has ended');
+  assert.ok(error instanceof ContextDoneError, String(error));
+  assert.equal(error.name, expected.name);
+  assert.deepEqual(error.cause, expected.cause);
+  assert.equal((error as GrpcContextError).code, grpcStatusFor(expected.cause.code));
 }

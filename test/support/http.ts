@@ -2,8 +2,12 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import net from 'node:net';
 import express from 'express';
-import { type DeadlineOptions, deadlines, errorHandler } from '../../adapters/express.ts';
-import { fetch } from '../../adapters/fetch.ts';
+import {
+  type ServerOptions as DeadlineOptions,
+  deadlines,
+  errorHandler,
+} from '../../adapters/http/express.ts';
+import { fetch } from '../../adapters/http/fetch.ts';
 import type { Cause } from '../../sdk/cause.ts';
 import { type Context, current } from '../../sdk/context.ts';
 

@@ -1,15 +1,25 @@
+/**
+ * The node:http server side: each request gets a context from its headers and this service's
+ * budget, ended when the client goes away or the deadline passes (answered 504/499 with
+ * `ctx-cancel-reason`), and cancelled once the response is complete. `ctxflow/express` is a thin
+ * layer over it.
+ */
 import { type IncomingHttpHeaders, IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
-import { context as otel, type TextMapGetter, trace } from '@opentelemetry/api';
+import { type Context as OtelContext, context as otel, type TextMapGetter, trace } from '@opentelemetry/api';
 import { getRPCMetadata } from '@opentelemetry/core';
-import type { Cause, CauseCode } from '../sdk/cause.ts';
-import type { CancelableContext, Context } from '../sdk/context.ts';
-import { ContextDoneError } from '../sdk/errors.ts';
-import { acceptInbound, type InboundOptions } from '../sdk/inbound.ts';
-import { ensureContextManager } from '../sdk/scope.ts';
-import { CANCEL_REASON_HEADER, DEFAULT_RESERVE_MS, encodeCause } from '../sdk/wire.ts';
+import { type CancelableContext, type Cause, type Context, ContextDoneError } from '../../sdk/index.ts';
+import {
+  acceptInbound,
+  CANCEL_REASON_HEADER,
+  DEFAULT_RESERVE_MS,
+  encodeCause,
+  ensureContextManager,
+  httpStatusFor,
+  type InboundOptions,
+} from '../../sdk/wire.ts';
 
-/** Options of the `deadlines()` middleware; every field has a default. */
-export interface DeadlineOptions extends InboundOptions {
+/** How requests get their context; every field has a default. */
+export interface ServerOptions extends InboundOptions {
   /**
    * A request arriving with less than this many milliseconds left is answered 504 at once,
    * without running its handler. Default 5 (the default reserve: less than that could not
@@ -25,20 +35,22 @@ export interface DeadlineOptions extends InboundOptions {
   disconnect?: 'close' | 'signal';
 }
 
-/** Options of the `errorHandler()` middleware. */
-export interface ErrorHandlerOptions {
+/** Reports a handler error that is not a context's end; `withDeadlines` and `errorHandler` take one. */
+export type ErrorReporter = (error: unknown, req: IncomingMessage) => void;
+
+/** Options of `withDeadlines`: the server options and how handler errors are reported. */
+export interface HandlerOptions extends ServerOptions {
   /**
    * Called with each handler error that is not a context's end (those are expected), unless the
    * request's context had already ended (writing after a 504 is its aftermath, not a new failure).
    * Default: print the stack to stderr unless NODE_ENV is `test`, as express does.
    */
-  onError?: (error: unknown, req: IncomingMessage) => void;
+  onError?: ErrorReporter;
 }
 
-/** The `next` function of express (4 or 5) and connect. */
-export type Next = (error?: unknown) => void;
+/** A node:http request handler, sync or async. */
+export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => unknown;
 
-/** A context's end answered without running more of the chain: status per cause. */
 const SHED: Cause = Object.freeze({ code: 'deadline_exceeded', message: 'budget below minimum' });
 const ERROR: Cause = Object.freeze({ code: 'error' });
 const BUDGET_ATTRIBUTE = 'ctxflow.budget_ms';
@@ -53,43 +65,28 @@ const headerGetter: TextMapGetter<IncomingHttpHeaders> = {
 const CONTEXT = Symbol('ctxflow.context');
 type WithContext = IncomingMessage & { [CONTEXT]?: CancelableContext };
 
-/** The context `deadlines()` made for `req`, for code that holds the request but runs outside it. */
+/** The context of a request, for code that holds the request but runs outside its handler. */
 export function contextOf(req: IncomingMessage): Context | undefined {
   return (req as WithContext)[CONTEXT];
 }
 
-/** The HTTP status that reports a context ended with `code`. */
-export function statusFor(code: CauseCode): number {
-  switch (code) {
-    case 'deadline_exceeded':
-      return 504;
-    case 'shutdown':
-      return 503;
-    case 'error':
-      return 500;
-    default:
-      // The client closed the request or it was cancelled: nginx's "client closed request".
-      return 499;
-  }
-}
-
 /**
- * Express (5 or 4) and connect middleware giving every request a context: a deadline from the
- * caller's headers (when trusted), this service's `budgetMs` and the `maxInboundMs` cap; cancelled
- * when the client goes away, answered 504 when the deadline passes first, released when the
- * response is done. Handlers read it with `current()`. Install `errorHandler()` after the routes.
+ * Starts each request's context; the core of `withDeadlines` and of express's `deadlines()`.
+ * The returned function gives the OpenTelemetry context to run the request's handler in, or
+ * undefined when the request was shed (already answered 504).
+ * @internal For ctxflow's HTTP framework layers.
  */
-export function deadlines(
-  options: DeadlineOptions = {},
-): (req: IncomingMessage, res: ServerResponse, next: Next) => void {
+export function requestContexts(
+  options: ServerOptions = {},
+): (req: IncomingMessage, res: ServerResponse) => OtelContext | undefined {
   ensureContextManager();
   const minBudgetMs = options.minBudgetMs ?? DEFAULT_RESERVE_MS;
   const useSignal = options.disconnect === 'signal' && 'signal' in IncomingMessage.prototype;
 
-  return function ctxflowDeadlines(req, res, next) {
+  return function accept(req, res) {
     const call = acceptInbound(req.headers, headerGetter, options);
     const ctx = call.ctx;
-    // The HTTP server span (instrumentation-http), not the span of this middleware (instrumentation-express).
+    // The HTTP server span (instrumentation-http), not the span of a middleware (instrumentation-express).
     const span = getRPCMetadata(call.otelContext)?.span ?? trace.getSpan(call.otelContext);
     if (ctx.deadline !== undefined) {
       const remaining = ctx.remaining();
@@ -98,7 +95,7 @@ export function deadlines(
         ctx.cancel(SHED);
         span?.setAttribute(CAUSE_ATTRIBUTE, SHED.code);
         reply(res, ctx.error as ContextDoneError);
-        return;
+        return undefined;
       }
     }
     (req as WithContext)[CONTEXT] = ctx;
@@ -107,7 +104,7 @@ export function deadlines(
     if (signal !== undefined) {
       if (signal.aborted) {
         ctx.cancel(callerGone);
-        return;
+        return undefined;
       }
       signal.addEventListener('abort', () => ctx.cancel(callerGone));
     }
@@ -119,44 +116,77 @@ export function deadlines(
     guard(res, ctx);
     // 'close' follows a complete response too; before it, it means the connection went away.
     // Listeners on `res` and `req.signal` die with the request: nothing to remove.
-    res.once('close', () => (res.writableFinished ? ctx.release() : ctx.cancel(callerGone)));
-    otel.with(call.otelContext, next);
+    res.once('close', () => ctx.cancel(res.writableFinished ? undefined : callerGone));
+    return call.otelContext;
   };
 }
 
 /**
- * Express error middleware (four arguments) to install after the routes. A context's end
- * (`DeadlineExceededError`, `CancelledError`, e.g. from a downstream call) is answered with its
- * status and `ctx-cancel-reason`; any other error with its `status` (4xx/5xx) or 500, and the
- * request's context is cancelled with cause `error` so the work it started stops.
+ * Wraps a plain node:http handler (`http.createServer(withDeadlines(handler, options))`): each
+ * request runs in its context (`current()`), as with express's `deadlines()`; an error the handler
+ * throws or rejects with is answered as `errorHandler()` answers it.
  */
-export function errorHandler(
-  options: ErrorHandlerOptions = {},
-): (error: unknown, req: IncomingMessage, res: ServerResponse, next: Next) => void {
-  const onError = options.onError ?? defaultOnError;
-  // biome-ignore lint/correctness/noUnusedFunctionParameters: express tells error middleware by its four parameters
-  return function ctxflowErrors(error, req, res, next) {
-    const ctx = (req as WithContext)[CONTEXT];
-    // Answer first, then end the context: its end would otherwise answer with its own status.
-    if (error instanceof ContextDoneError) {
-      reply(res, error);
-      ctx?.cancel(error.cause);
-      return;
-    }
-    // Once the context has ended, errors are mostly its aftermath (writing after a 504): not reported.
-    if (ctx === undefined || !ctx.done) onError(error, req);
-    if (res.headersSent) {
-      // Mid-body: the client must not take a truncated response for a whole one.
-      if (!res.writableEnded) res.destroy();
-    } else if (!res.destroyed) {
-      const status = statusOf(error);
-      res.statusCode = status;
-      res.removeHeader('content-length');
-      res.setHeader('content-type', 'text/plain; charset=utf-8');
-      res.end(STATUS_CODES[status] ?? 'Error');
-    }
-    ctx?.cancel(ERROR);
+export function withDeadlines(
+  handler: RequestHandler,
+  options: HandlerOptions = {},
+): (req: IncomingMessage, res: ServerResponse) => void {
+  const accept = requestContexts(options);
+  const onError = options.onError ?? reportError;
+  const fail = (error: unknown, req: IncomingMessage, res: ServerResponse) =>
+    answerError(error, req, res, onError);
+  return function ctxflowHandler(req, res) {
+    const otelContext = accept(req, res);
+    if (otelContext === undefined) return;
+    otel.with(otelContext, () => {
+      try {
+        const result = handler(req, res);
+        if (isThenable(result)) result.then(undefined, (error: unknown) => fail(error, req, res));
+      } catch (error) {
+        fail(error, req, res);
+      }
+    });
   };
+}
+
+/**
+ * Answers a handler's error. A context's end (`DeadlineExceededError`, `CancelledError`, e.g. from
+ * a downstream call) is answered with its status and `ctx-cancel-reason` and ends the request's
+ * context with its cause; any other error with its `status` (4xx/5xx) or 500, reported to
+ * `onError`, and the request's context is cancelled with cause `error` so the work it started stops.
+ * @internal For ctxflow's HTTP framework layers.
+ */
+export function answerError(
+  error: unknown,
+  req: IncomingMessage,
+  res: ServerResponse,
+  onError: ErrorReporter,
+): void {
+  const ctx = (req as WithContext)[CONTEXT];
+  // Answer first, then end the context: its end would otherwise answer with its own status.
+  if (error instanceof ContextDoneError) {
+    reply(res, error);
+    ctx?.cancel(error.cause);
+    return;
+  }
+  // Once the context has ended, errors are mostly its aftermath (writing after a 504): not reported.
+  if (ctx === undefined || !ctx.done) onError(error, req);
+  if (res.headersSent) {
+    // Mid-body: the client must not take a truncated response for a whole one.
+    if (!res.writableEnded) res.destroy();
+  } else if (!res.destroyed) {
+    const status = statusOf(error);
+    res.statusCode = status;
+    res.removeHeader('content-length');
+    res.setHeader('content-type', 'text/plain; charset=utf-8');
+    ownEnd(res).call(res, STATUS_CODES[status] ?? 'Error');
+  }
+  ctx?.cancel(ERROR);
+}
+
+/** The default error reporter: the stack to stderr, unless NODE_ENV is `test`, as express does. */
+export function reportError(error: unknown): void {
+  if (process.env.NODE_ENV === 'test') return;
+  console.error(error instanceof Error ? (error.stack ?? error) : error);
 }
 
 function statusOf(error: unknown): number {
@@ -169,9 +199,10 @@ function statusOf(error: unknown): number {
   return 500;
 }
 
-function defaultOnError(error: unknown): void {
-  if (process.env.NODE_ENV === 'test') return;
-  console.error(error instanceof Error ? (error.stack ?? error) : error);
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    typeof value === 'object' && value !== null && typeof (value as PromiseLike<unknown>).then === 'function'
+  );
 }
 
 // The response's own write and end, kept on it when guard() replaces them.
@@ -217,13 +248,18 @@ function guardedEnd(this: Guarded, ...args: Parameters<ServerResponse['end']>): 
   return this[END].apply(this, args as never);
 }
 
+/** The response's `end` from before the guard: what ctxflow's own answers use. */
+function ownEnd(res: ServerResponse): (chunk: string) => void {
+  return ((res as Partial<Guarded>)[END] ?? res.end) as (chunk: string) => void;
+}
+
 /** Answers a request whose context ended, unless a response is already under way or the client is gone. */
 function reply(res: ServerResponse, error: ContextDoneError): void {
   if (res.headersSent || res.destroyed || res.writableEnded || res.socket?.destroyed) return;
   const cause = error.cause;
-  res.statusCode = statusFor(cause.code);
+  res.statusCode = httpStatusFor(cause.code);
   res.removeHeader('content-length');
   res.setHeader(CANCEL_REASON_HEADER, encodeCause(cause));
   res.setHeader('content-type', 'text/plain; charset=utf-8');
-  Reflect.apply((res as Partial<Guarded>)[END] ?? res.end, res, [cause.code]);
+  ownEnd(res).call(res, cause.code);
 }

@@ -1,10 +1,15 @@
 import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
 import { after, before, describe, test } from 'node:test';
-import { background, withCancel, withTimeout } from '../sdk/context.ts';
-import { CancelledError, DeadlineExceededError } from '../sdk/errors.ts';
-import { type Peer, peer, valuesOf } from '../test/support/http.ts';
-import { get, request, responseError } from './http.ts';
+import {
+  background,
+  CancelledError,
+  DeadlineExceededError,
+  withCancel,
+  withTimeout,
+} from '../../sdk/index.ts';
+import { type Peer, peer, valuesOf } from '../../test/support/http.ts';
+import { get, request, responseError } from './client.ts';
 
 function body(res: IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -59,7 +64,7 @@ describe('http request', () => {
       const timeout = Number(valuesOf(JSON.parse(await body(options)) as string[], 'ctx-timeout')[0]);
       assert.ok(timeout <= left - 50, `${timeout}`);
     } finally {
-      ctx.release();
+      ctx.cancel();
     }
   });
 

@@ -1,8 +1,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { background, current, withCancel, withTimeout } from '../sdk/context.ts';
-import { CancelledError, DeadlineExceededError } from '../sdk/errors.ts';
-import { type Peer, peer, valuesOf } from '../test/support/http.ts';
+import {
+  background,
+  CancelledError,
+  current,
+  DeadlineExceededError,
+  withCancel,
+  withTimeout,
+} from '../../sdk/index.ts';
+import { type Peer, peer, valuesOf } from '../../test/support/http.ts';
 import { fetch } from './fetch.ts';
 
 describe('fetch', () => {
@@ -50,7 +56,7 @@ describe('fetch', () => {
       assert.deepEqual(valuesOf(none, 'ctx-timeout'), []);
       assert.deepEqual(valuesOf(none, 'ctx-deadline'), []);
     } finally {
-      ctx.release();
+      ctx.cancel();
     }
   });
 
@@ -68,7 +74,7 @@ describe('fetch', () => {
       assert.deepEqual(valuesOf(fromRequest, 'x-from-request'), ['1']);
       assert.equal(valuesOf(fromRequest, 'ctx-timeout').length, 1);
     } finally {
-      ctx.release();
+      ctx.cancel();
     }
   });
 
@@ -105,7 +111,7 @@ describe('fetch', () => {
         (error) => error === reason,
       );
     } finally {
-      ctx.release();
+      ctx.cancel();
     }
   });
 
@@ -146,8 +152,8 @@ describe('fetch', () => {
       });
       assert.ok(Number(valuesOf(raw, 'ctx-timeout')[0]) <= 295);
     } finally {
-      outer.release();
-      inner.release();
+      outer.cancel();
+      inner.cancel();
     }
   });
 });

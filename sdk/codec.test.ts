@@ -10,7 +10,7 @@ import {
   encodeTimeout,
   type HeaderValue,
   inboundDeadline,
-} from './wire.ts';
+} from './codec.ts';
 
 /** Any header value a transport may hand over: arbitrary bytes as latin1 text, alone or repeated. */
 const anyHeader: fc.Arbitrary<HeaderValue> = fc.oneof(

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import express from 'express';
-import type { Cause } from '../sdk/cause.ts';
-import { type Context, current } from '../sdk/context.ts';
-import { CancelledError, DeadlineExceededError } from '../sdk/errors.ts';
-import { type Listening, listen, sleep } from '../test/support/http.ts';
-import { contextOf, deadlines, errorHandler, statusFor } from './express.ts';
+import type { Cause } from '../../sdk/index.ts';
+import { CancelledError, type Context, current, DeadlineExceededError } from '../../sdk/index.ts';
+import { type Listening, listen, sleep } from '../../test/support/http.ts';
+import { contextOf, deadlines, errorHandler } from './express.ts';
 
 interface Observed {
   ctx: Context;
@@ -267,13 +266,4 @@ describe('errorHandler()', () => {
     });
     assert.equal(server.observed.at(-1)?.causes[0]?.code, 'error');
   });
-});
-
-test('statusFor maps causes to statuses', () => {
-  assert.equal(statusFor('deadline_exceeded'), 504);
-  assert.equal(statusFor('shutdown'), 503);
-  assert.equal(statusFor('error'), 500);
-  assert.equal(statusFor('client_disconnected'), 499);
-  assert.equal(statusFor('upstream_cancelled'), 499);
-  assert.equal(statusFor('my_reason'), 499);
 });

@@ -1,22 +1,22 @@
 import http, { type ClientRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import https from 'node:https';
 import type { TextMapSetter } from '@opentelemetry/api';
-import { background, type Context, current } from '../sdk/context.ts';
-import type { ContextDoneError } from '../sdk/errors.ts';
-import { injectContext } from '../sdk/propagation.ts';
-import { CANCEL_REASON_HEADER, remoteError, type WireOptions } from '../sdk/wire.ts';
+import { type Context, type ContextDoneError, current } from '../../sdk/index.ts';
+import {
+  CANCEL_REASON_HEADER,
+  httpFallbackCause,
+  type OutboundOptions,
+  remoteError,
+  startOutbound,
+} from '../../sdk/wire.ts';
 
 /** node:http request options, plus the context to send under and how to write its budget. */
-export interface ContextRequestOptions
-  extends https.RequestOptions,
-    Pick<WireOptions, 'reserveMs' | 'sendDeadline'> {
+export interface ContextRequestOptions extends https.RequestOptions, OutboundOptions {
   /** The context whose trace, deadline and cancellation the request carries. Default `current()`. */
   ctx?: Context;
 }
 
 type ResponseCallback = (res: IncomingMessage) => void;
-
-const BACKGROUND = background();
 
 const headerSetter: TextMapSetter<OutgoingHttpHeaders> = {
   set: (carrier, key, value) => {
@@ -49,11 +49,20 @@ export function request(
   const callback = typeof second === 'function' ? second : third;
   const { ctx: explicit, reserveMs, sendDeadline, ...options } = given ?? {};
   const ctx = explicit ?? current();
-  ctx.throwIfDone();
-
   const headers = copyHeaders(options.headers);
-  const wire = { reserveMs, sendDeadline };
-  injectContext(ctx, headers, headerSetter, wire);
+  // Linked before the request exists: the context's end destroys it once it does.
+  let req: ClientRequest | undefined;
+  let endedBy: ContextDoneError | undefined;
+  const unlink = startOutbound(
+    ctx,
+    headers,
+    headerSetter,
+    (error) => {
+      endedBy = error;
+      req?.destroy(error);
+    },
+    { reserveMs, sendDeadline },
+  );
   options.headers = headers;
 
   const secure = (url === undefined ? options.protocol : new URL(url).protocol) === 'https:';
@@ -63,11 +72,14 @@ export function request(
       ? transport.request(options, callback)
       : transport.request(url, options, callback);
   };
-  const req = current() === ctx ? send() : ctx.run(send);
-  if (ctx !== BACKGROUND) {
-    const unlink = ctx.onDone((error) => req.destroy(error));
-    req.once('close', unlink);
+  try {
+    req = current() === ctx ? send() : ctx.run(send);
+  } catch (error) {
+    unlink();
+    throw error;
   }
+  req.once('close', unlink);
+  if (endedBy !== undefined) req.destroy(endedBy);
   return req;
 }
 
@@ -87,11 +99,9 @@ export function get(
  * `ctx-cancel-reason`), or undefined for any other response.
  */
 export function responseError(res: IncomingMessage): ContextDoneError | undefined {
-  const status = res.statusCode;
-  if (status !== 504 && status !== 503 && status !== 499) return undefined;
-  const reason = res.headers[CANCEL_REASON_HEADER];
-  if (reason === undefined) return undefined;
-  return remoteError(reason, status === 504 ? 'deadline_exceeded' : 'cancelled');
+  const fallback = httpFallbackCause(res.statusCode ?? 0);
+  const reason = fallback === undefined ? undefined : res.headers[CANCEL_REASON_HEADER];
+  return fallback === undefined || reason === undefined ? undefined : remoteError(reason, fallback);
 }
 
 /** A lower-cased copy of request headers, so ours replace the caller's rather than repeat them. */

@@ -1,30 +1,33 @@
+/**
+ * `ctxflow/fetch`: the global `fetch` under a context, sending its trace and budget and aborting
+ * with it.
+ */
 import { channel } from 'node:diagnostics_channel';
 import { propagation, type TextMapSetter } from '@opentelemetry/api';
-import { background, type Context, current } from '../sdk/context.ts';
-import { injectContext, injectDeadline } from '../sdk/propagation.ts';
-import { CANCEL_REASON_HEADER, remoteError, TIMEOUT_HEADER, type WireOptions } from '../sdk/wire.ts';
+import { type Context, current } from '../../sdk/index.ts';
+import {
+  CANCEL_REASON_HEADER,
+  httpFallbackCause,
+  type OutboundHeaders,
+  type OutboundOptions,
+  remoteError,
+  startOutbound,
+  TIMEOUT_HEADER,
+} from '../../sdk/wire.ts';
 
 /** `fetch`'s RequestInit, plus the context to send under and how to write its budget. */
-export interface ContextRequestInit extends RequestInit, Pick<WireOptions, 'reserveMs' | 'sendDeadline'> {
+export interface ContextRequestInit extends RequestInit, OutboundOptions {
   /** The context whose trace, deadline and cancellation the request carries. Default `current()`. */
   ctx?: Context;
 }
 
 const globalFetch = globalThis.fetch;
-const BACKGROUND = background();
-
-/** Statuses that, with a `ctx-cancel-reason` header, say the callee's context ended. */
-const FALLBACK_CODE: Readonly<Record<number, string>> = {
-  499: 'cancelled',
-  503: 'cancelled',
-  504: 'deadline_exceeded',
-};
 
 // instrumentation-undici listens here and appends the global propagator's headers to the request:
 // sending them both ways would repeat them (and receivers refuse repeated values).
 const undiciRequestCreated = channel('undici:request:create');
 const TRACEPARENT = 'traceparent';
-const NO_OPTIONS: WireOptions = {};
+const NO_OPTIONS: OutboundOptions = {};
 
 function noop(): void {}
 
@@ -33,21 +36,17 @@ const headersSetter: TextMapSetter<Headers> = {
 };
 
 /**
- * Writes the trace and deadline headers of `ctx` into `headers`. With instrumentation-undici active
- * and a global propagator that writes `traceparent`, the instrumentation adds that propagator's
- * headers itself (traceparent from its client span; the budget too when DeadlinePropagator is part
- * of it): those are left to it, and copies the caller passed are removed.
+ * Which ctxflow headers this request writes itself. With instrumentation-undici active and a
+ * global propagator that writes `traceparent`, the instrumentation adds that propagator's headers
+ * (traceparent from its client span; the budget too when DeadlinePropagator is part of it): those
+ * are left to it, and copies the caller passed are removed.
  */
-function inject(ctx: Context, headers: Headers, options: WireOptions, callerHeaders: boolean): void {
-  if (undiciRequestCreated.hasSubscribers) {
-    const delegated = propagation.fields();
-    if (delegated.includes(TRACEPARENT)) {
-      if (callerHeaders) for (const field of delegated) headers.delete(field);
-      if (!delegated.includes(TIMEOUT_HEADER)) injectDeadline(ctx, headers, headersSetter, options);
-      return;
-    }
-  }
-  injectContext(ctx, headers, headersSetter, options);
+function ownHeaders(headers: Headers, callerHeaders: boolean): OutboundHeaders {
+  if (!undiciRequestCreated.hasSubscribers) return 'all';
+  const delegated = propagation.fields();
+  if (!delegated.includes(TRACEPARENT)) return 'all';
+  if (callerHeaders) for (const field of delegated) headers.delete(field);
+  return delegated.includes(TIMEOUT_HEADER) ? 'none' : 'budget';
 }
 
 /**
@@ -61,19 +60,24 @@ function inject(ctx: Context, headers: Headers, options: WireOptions, callerHead
 export async function fetch(input: string | URL | Request, init?: ContextRequestInit): Promise<Response> {
   const { ctx: explicit, reserveMs, sendDeadline, ...rest } = init ?? {};
   const ctx = explicit ?? current();
-  ctx.throwIfDone();
   const request = input instanceof Request ? input : undefined;
   const callerHeaders = rest.headers ?? request?.headers;
   const headers = new Headers(callerHeaders);
-  const wire =
+  const options =
     reserveMs === undefined && sendDeadline === undefined ? NO_OPTIONS : { reserveMs, sendDeadline };
-  inject(ctx, headers, wire, callerHeaders !== undefined);
 
   // One AbortController per request, linked to the context and to the caller's signal by one
   // listener each, both removed when the request settles (no AbortSignal.any: it leaks).
   const controller = new AbortController();
-  const abortWith = (reason: unknown) => controller.abort(reason);
-  const unlinkContext = ctx === BACKGROUND ? noop : ctx.onDone(abortWith);
+  const unlinkContext = startOutbound(
+    ctx,
+    headers,
+    headersSetter,
+    (error) => controller.abort(error),
+    options,
+    ctx.deadline,
+    ownHeaders(headers, callerHeaders !== undefined),
+  );
   const callerSignal = rest.signal ?? request?.signal;
   let onCallerAbort: (() => void) | undefined;
   if (callerSignal != null) {
@@ -90,7 +94,7 @@ export async function fetch(input: string | URL | Request, init?: ContextRequest
     const response = await (current() === ctx
       ? globalFetch(input, forwarded)
       : ctx.run(() => globalFetch(input, forwarded)));
-    const fallback = FALLBACK_CODE[response.status];
+    const fallback = httpFallbackCause(response.status);
     const reason = fallback === undefined ? null : response.headers.get(CANCEL_REASON_HEADER);
     if (fallback !== undefined && reason !== null) {
       response.body?.cancel().catch(noop);

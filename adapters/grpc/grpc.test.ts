@@ -3,10 +3,17 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { context as otel, ROOT_CONTEXT, trace } from '@opentelemetry/api';
-import { background, run, withCancel, withTimeout } from '../sdk/context.ts';
-import { CancelledError, DeadlineExceededError } from '../sdk/errors.ts';
-import { ensureContextManager } from '../sdk/scope.ts';
-import { clientInterceptor, statusFor, toContextError, wrapService } from './grpc.ts';
+import {
+  background,
+  CancelledError,
+  DeadlineExceededError,
+  run,
+  withCancel,
+  withTimeout,
+} from '../../sdk/index.ts';
+import { ensureContextManager } from '../../sdk/wire.ts';
+import { assertEndedBy } from '../../test/support/grpc.ts';
+import { clientInterceptor, grpcStatusFor, toContextError, wrapService } from './index.ts';
 
 type CallInterface = ConstructorParameters<typeof grpc.InterceptingCall>[0];
 
@@ -70,7 +77,7 @@ describe('clientInterceptor', () => {
       assert.ok(timeout <= 995 && timeout >= 990);
       assert.deepEqual(record.metadata?.get('ctx-deadline'), [], 'ctx-deadline only with sendDeadline');
     } finally {
-      ctx.release();
+      ctx.cancel();
     }
   });
 
@@ -87,7 +94,7 @@ describe('clientInterceptor', () => {
       top.start(new grpc.Metadata(), {});
       assert.equal(record.metadata?.get('ctx-deadline')[0], String((ctx.deadline as number) - 5));
     } finally {
-      ctx.release();
+      ctx.cancel();
     }
   });
 
@@ -97,7 +104,7 @@ describe('clientInterceptor', () => {
       const { nextOptions } = run(ctx, () => intercept({}, 50));
       assert.equal(nextOptions[0]?.deadline, (ctx.deadline as number) - 50);
     } finally {
-      ctx.release();
+      ctx.cancel();
     }
   });
 
@@ -110,7 +117,7 @@ describe('clientInterceptor', () => {
       const timeout = Number(record.metadata?.get('ctx-timeout')[0]);
       assert.ok(timeout <= 300 && timeout >= 295);
     } finally {
-      ctx.release();
+      ctx.cancel();
     }
   });
 
@@ -120,7 +127,7 @@ describe('clientInterceptor', () => {
       const { nextOptions } = run(ctx, () => intercept({ deadline: Date.now() + 60_000 }));
       assert.equal(nextOptions[0]?.deadline, (ctx.deadline as number) - 5);
     } finally {
-      ctx.release();
+      ctx.cancel();
     }
   });
 
@@ -147,7 +154,7 @@ describe('clientInterceptor', () => {
     assert.deepEqual(status.metadata.get('ctx-cancel-reason'), ['shutdown draining']);
     assert.deepEqual(status.cause, { code: 'shutdown', message: 'draining' });
     const error = toContextError(Object.assign(new Error('x'), status));
-    assert.equal(error, ctx.error);
+    assertEndedBy(error, ctx);
   });
 
   test('the context ending cancels the call with its status; the local error is surfaced', () => {
@@ -157,7 +164,7 @@ describe('clientInterceptor', () => {
     assert.deepEqual(record.cancelled, [grpc.status.CANCELLED, 'ctxflow: user_left']);
     const status = statuses[0] as grpc.StatusObject;
     assert.deepEqual(status.metadata.get('ctx-cancel-reason'), ['user_left']);
-    assert.equal(toContextError(Object.assign(new Error('x'), status)), ctx.error);
+    assertEndedBy(toContextError(Object.assign(new Error('x'), status)), ctx);
   });
 
   test('a remote DEADLINE_EXCEEDED gets its cause from ctx-cancel-reason', () => {
@@ -177,7 +184,7 @@ describe('clientInterceptor', () => {
       ctx.cancel();
       assert.equal(record.cancelled, undefined);
     } finally {
-      ctx.release();
+      ctx.cancel();
     }
   });
 
@@ -189,10 +196,10 @@ describe('clientInterceptor', () => {
   });
 });
 
-test('statusFor', () => {
-  assert.equal(statusFor('deadline_exceeded'), grpc.status.DEADLINE_EXCEEDED);
+test('grpcStatusFor', () => {
+  assert.equal(grpcStatusFor('deadline_exceeded'), grpc.status.DEADLINE_EXCEEDED);
   for (const code of ['cancelled', 'upstream_cancelled', 'client_disconnected', 'shutdown', 'out_of_stock']) {
-    assert.equal(statusFor(code), grpc.status.CANCELLED);
+    assert.equal(grpcStatusFor(code), grpc.status.CANCELLED);
   }
 });
 

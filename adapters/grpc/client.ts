@@ -1,0 +1,173 @@
+/** The client side: a grpc-js interceptor that sends each call under `current()`. */
+import type {
+  CallInvocationTransformer,
+  Interceptor,
+  InterceptorOptions,
+  Listener,
+  NextCall,
+  StatusObject,
+} from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
+import { context as otel } from '@opentelemetry/api';
+import { type Cause, type ContextDoneError, current } from '../../sdk/index.ts';
+import { DEFAULT_RESERVE_MS, type OutboundOptions, startOutbound } from '../../sdk/wire.ts';
+import { typedErrors } from './errors.ts';
+import {
+  epochMs,
+  fallbackCode,
+  grpcStatusFor,
+  isContextStatus,
+  metadataSetter,
+  nearDeadline,
+  noop,
+  reasonOf,
+  Status,
+  withReason,
+} from './metadata.ts';
+
+/** Options of `clientInterceptor`: how the budget is written. */
+export interface ClientInterceptorOptions extends OutboundOptions {}
+
+/**
+ * A grpc-js client interceptor. For each call, under `current()`:
+ * - refuses to start when the context is done (the call fails at once with DEADLINE_EXCEEDED or
+ *   CANCELLED, nothing is sent) or when less than `reserveMs` is left (DEADLINE_EXCEEDED);
+ * - sets the call's deadline to the context's deadline minus `reserveMs` (an earlier `deadline`
+ *   call option is kept), so grpc-timeout carries the remaining budget minus the reserve, and
+ *   writes traceparent and ctx-timeout (ctx-deadline too with `sendDeadline`) into the metadata;
+ * - cancels the call when the context ends (status DEADLINE_EXCEEDED or CANCELLED, with the
+ *   context's cause in the status metadata as ctx-cancel-reason);
+ * - adds the cause to DEADLINE_EXCEEDED and CANCELLED statuses (`status.cause`, hence `err.cause`),
+ *   decoded from the server's ctx-cancel-reason when present.
+ *
+ * grpc-js builds the error it gives to the callback or stream itself; to get the typed
+ * `DeadlineExceededError` / `CancelledError` there, construct the client with `clientOptions()`
+ * (adds `typedErrors`), or convert with `toContextError(err)`.
+ */
+export function clientInterceptor(options: ClientInterceptorOptions = {}): Interceptor {
+  const reserveMs = options.reserveMs ?? DEFAULT_RESERVE_MS;
+  // The call's deadline already has the reserve taken off: it is sent as it is.
+  const wire: OutboundOptions = { reserveMs: 0, sendDeadline: options.sendDeadline === true };
+  return (callOptions: InterceptorOptions, nextCall: NextCall) => {
+    const ctx = current();
+    const doneError = ctx.error;
+    if (doneError !== undefined) return refusedCall(doneError.cause);
+    const explicit = epochMs(callOptions.deadline);
+    let deadline = ctx.deadline === undefined ? undefined : ctx.deadline - reserveMs;
+    const fromContext = deadline !== undefined && (explicit === undefined || deadline < explicit);
+    if (!fromContext) deadline = explicit;
+    if (deadline !== undefined && deadline <= Date.now()) return refusedCall(DEADLINE_EXCEEDED);
+    const active = otel.active();
+    const next = nextCall(fromContext ? { ...callOptions, deadline } : callOptions);
+    let endedBy: ContextDoneError | undefined;
+    let settled = false;
+    let unlink = noop;
+    const abort = (error: ContextDoneError): void => {
+      endedBy = error;
+      call.cancelWithStatus(grpcStatusFor(error.cause.code), `ctxflow: ${error.message}`);
+    };
+    const call: grpc.InterceptingCall = new grpc.InterceptingCall(next, {
+      start(metadata, _listener, startNext) {
+        try {
+          unlink =
+            otel.active() === active
+              ? startOutbound(ctx, metadata, metadataSetter, abort, wire, deadline)
+              : otel.with(
+                  active,
+                  startOutbound,
+                  undefined,
+                  ctx,
+                  metadata,
+                  metadataSetter,
+                  abort,
+                  wire,
+                  deadline,
+                );
+        } catch (error) {
+          // The context ended between the call's creation and its start.
+          endedBy = error as ContextDoneError;
+        }
+        const listener: Listener = {
+          onReceiveStatus(status, statusNext) {
+            settled = true;
+            unlink();
+            unlink = noop;
+            statusNext(clientStatus(status, endedBy, deadline));
+          },
+        };
+        startNext(metadata, listener);
+        if (endedBy !== undefined && !settled) abort(endedBy);
+      },
+    });
+    return call;
+  };
+}
+
+const DEADLINE_EXCEEDED: Cause = Object.freeze({ code: 'deadline_exceeded' });
+
+/**
+ * The status handed up to grpc-js, with the cause attached (grpc-js copies it to the error as
+ * `err.cause`): the local context's when it ended the call, else the peer's `ctx-cancel-reason`.
+ * A CANCELLED with no reason within NEAR_DEADLINE_MS of the call's deadline is the peer's deadline
+ * (counted from arrival, so due in the same millisecond or two: grpc-go resets the stream then),
+ * reported as `deadline_exceeded` whichever side's timer fired first.
+ */
+function clientStatus(
+  status: StatusObject,
+  endedBy: ContextDoneError | undefined,
+  deadline: number | undefined,
+): StatusObject {
+  if (!isContextStatus(status.code)) return status;
+  if (endedBy !== undefined) {
+    const cause = endedBy.cause;
+    return {
+      ...status,
+      code: grpcStatusFor(cause.code),
+      metadata: withReason(status.metadata, cause),
+      cause,
+    } as StatusObject;
+  }
+  const reason = reasonOf(status.metadata);
+  if (reason === undefined && status.code === Status.CANCELLED && nearDeadline(deadline)) {
+    return { ...status, code: Status.DEADLINE_EXCEEDED, cause: DEADLINE_EXCEEDED } as StatusObject;
+  }
+  return { ...status, cause: reason ?? { code: fallbackCode(status.code) } } as StatusObject;
+}
+
+type AnyInterceptingCall = ConstructorParameters<typeof grpc.InterceptingCall>[0];
+
+/** A call that never reaches the channel: it reports `cause` as its status on the next tick. */
+function refusedCall(cause: Cause): grpc.InterceptingCall {
+  const metadata = withReason(undefined, cause);
+  const code = grpcStatusFor(cause.code);
+  const details = `ctxflow: call not started: ${cause.message ? `${cause.code}: ${cause.message}` : cause.code}`;
+  let reported = false;
+  const bottom: AnyInterceptingCall = {
+    start(_metadata, listener) {
+      process.nextTick(() => {
+        if (reported) return;
+        reported = true;
+        listener?.onReceiveStatus?.({ code, details, metadata, cause } as StatusObject);
+      });
+    },
+    cancelWithStatus: noop,
+    getPeer: () => 'unknown',
+    sendMessageWithContext: noop,
+    sendMessage: noop,
+    startRead: noop,
+    halfClose: noop,
+    getAuthContext: () => null,
+  };
+  return new grpc.InterceptingCall(bottom);
+}
+
+/**
+ * Client options with ctxflow: `clientInterceptor(options)` and `typedErrors`. Spread them into the
+ * options of a generated client: `new Client(address, credentials, { ...clientOptions(), ...yours })`.
+ */
+export function clientOptions(options: ClientInterceptorOptions = {}): {
+  interceptors: Interceptor[];
+  callInvocationTransformer: CallInvocationTransformer;
+} {
+  return { interceptors: [clientInterceptor(options)], callInvocationTransformer: typedErrors };
+}

@@ -1,0 +1,233 @@
+/** The server side: a grpc-js interceptor that gives each call its context. */
+import type {
+  Metadata,
+  ServerInterceptingCallInterface,
+  ServerInterceptor,
+  ServerListener,
+  ServerMethodDefinition,
+} from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
+import { diag, context as otel } from '@opentelemetry/api';
+import type { CancelableContext, Cause, CauseCode, Context } from '../../sdk/index.ts';
+import { acceptInbound, type InboundOptions } from '../../sdk/wire.ts';
+import {
+  epochMs,
+  fallbackCode,
+  grpcStatusFor,
+  isContextStatus,
+  metadataGetter,
+  NEAR_DEADLINE_MS,
+  nearDeadline,
+  noop,
+  reasonOf,
+  Status,
+  withReason,
+} from './metadata.ts';
+
+/** Options of `serverInterceptor`: the context budget and how far inbound metadata is trusted. */
+export interface ServerInterceptorOptions extends InboundOptions {}
+
+export interface ServerCall {
+  readonly ctx: CancelableContext;
+  readonly otelContext: ReturnType<typeof otel.active>;
+  /** A status was sent (or the call is gone): nothing more goes out. */
+  finished: boolean;
+  /** A unary response message went out: its OK status follows and is kept. */
+  responded: boolean;
+  /** The handler was bound by `wrapService`. */
+  bound: boolean;
+  unlink: () => void;
+}
+
+/**
+ * A live call's state, on its request metadata (the handler's `call.metadata`), for `wrapService`.
+ * A symbol property rather than a WeakMap: one per call, and ephemerons cost the GC at this rate.
+ */
+const CALL_STATE = Symbol('ctxflow.grpc.call');
+type WithState = Metadata & { [CALL_STATE]?: ServerCall };
+
+export function stateOf(metadata: Metadata | undefined): ServerCall | undefined {
+  return metadata === undefined || metadata === null ? undefined : (metadata as WithState)[CALL_STATE];
+}
+
+let warnedUnbound = false;
+
+/** instrumentation-grpc (and anything else that wraps Server#register with shimmer) replaces the handler's context. */
+function registerIsWrapped(): boolean {
+  return (grpc.Server.prototype.register as { __wrapped?: boolean }).__wrapped === true;
+}
+
+function checkBound(state: ServerCall): void {
+  if (state.bound || warnedUnbound || !registerIsWrapped()) return;
+  warnedUnbound = true;
+  diag.warn(
+    'ctxflow/grpc: grpc.Server#register is wrapped (instrumentation-grpc?): handlers run in a context ' +
+      'it chose and current() does not see the call context; register services with wrapService(impl).',
+  );
+}
+
+/**
+ * A grpc-js server interceptor (`new grpc.Server({ interceptors: [serverInterceptor()] })`). For each
+ * call it builds a context with `acceptInbound` from the metadata (trace, ctx-timeout, ctx-deadline)
+ * and the call's deadline (grpc-timeout), bounded by `budgetMs`, and:
+ * - sheds the call with DEADLINE_EXCEEDED, without running the handler, when that context is
+ *   already past its deadline;
+ * - runs the handler, its message events and their continuations in it (`current()`; with
+ *   instrumentation-grpc or another wrapper of Server#register, add `wrapService`);
+ * - cancels it with `upstream_cancelled` when the client cancels (`client_disconnected` when
+ *   `trustInbound` is false), with `deadline_exceeded` when the deadline passes;
+ * - when the context ends before the handler answers, ends the call with DEADLINE_EXCEEDED or
+ *   CANCELLED and ctx-cancel-reason in the trailing metadata; a late answer is dropped;
+ * - cancels it with `error` when the handler fails (any status but OK), and releases it when
+ *   the status is sent.
+ */
+export function serverInterceptor(options: ServerInterceptorOptions = {}): ServerInterceptor {
+  const callerGone: CauseCode = options.trustInbound === false ? 'client_disconnected' : 'upstream_cancelled';
+  return (method: ServerMethodDefinition<unknown, unknown>, call: ServerInterceptingCallInterface) => {
+    let state: ServerCall | undefined;
+    const handlerOnMetadata = method.requestStream;
+    const unaryResponse = !method.responseStream;
+
+    const finish = (live: ServerCall): void => {
+      live.finished = true;
+      live.unlink();
+      live.unlink = noop;
+    };
+
+    const intercepting: grpc.ServerInterceptingCall = new grpc.ServerInterceptingCall(call, {
+      start(startNext) {
+        const listener: ServerListener = {
+          onReceiveMetadata(metadata, metadataNext) {
+            const transportDeadline = epochMs(call.getDeadline());
+            const inbound = acceptInbound(metadata, metadataGetter, options, transportDeadline);
+            const ctx = inbound.ctx;
+            const callState: ServerCall = {
+              ctx,
+              otelContext: inbound.otelContext,
+              finished: false,
+              responded: false,
+              bound: false,
+              unlink: noop,
+            };
+            state = callState;
+            if (ctx.done) {
+              // Shed: the budget is spent before the handler would start.
+              intercepting.sendStatus({
+                code: grpcStatusFor((ctx.cause as Cause).code),
+                details: `ctxflow: ${ctx.error?.message}`,
+              });
+              return;
+            }
+            (metadata as WithState)[CALL_STATE] = callState;
+            // A deadline of ours ends the call with its reason. When it is the transport's own
+            // (give or take the clock's tick), grpc-js's deadline timer ends the call already and
+            // onCancel ends the context: no timer of ours until the handler observes the context.
+            const deadline = ctx.deadline;
+            if (
+              deadline !== undefined &&
+              (transportDeadline === undefined || deadline < transportDeadline - NEAR_DEADLINE_MS)
+            ) {
+              callState.unlink = ctx.onDone((error) => {
+                if (callState.finished || callState.responded) return;
+                intercepting.sendStatus({
+                  code: grpcStatusFor(error.cause.code),
+                  details: `ctxflow: ${error.message}`,
+                });
+              });
+            }
+            // The handler starts here for client and bidi streaming, at the half-close otherwise:
+            // events before it run no user code and need no context.
+            if (!handlerOnMetadata) {
+              metadataNext(metadata);
+              return;
+            }
+            otel.with(inbound.otelContext, metadataNext, undefined, metadata);
+            checkBound(callState);
+          },
+          onReceiveMessage(message, messageNext) {
+            if (state === undefined || !handlerOnMetadata) messageNext(message);
+            else otel.with(state.otelContext, messageNext, undefined, message);
+          },
+          onReceiveHalfClose(halfCloseNext) {
+            if (state === undefined) {
+              halfCloseNext();
+              return;
+            }
+            otel.with(state.otelContext, halfCloseNext);
+            if (!handlerOnMetadata) checkBound(state);
+          },
+          onCancel() {
+            const live = state;
+            if (live === undefined || live.finished) return;
+            finish(live);
+            live.ctx.cancel(nearDeadline(live.ctx.deadline) ? 'deadline_exceeded' : callerGone);
+            live.ctx.cancel();
+          },
+        };
+        startNext(listener);
+      },
+      sendMetadata(metadata, metadataNext) {
+        if (state?.finished !== true) metadataNext(metadata);
+      },
+      sendMessage(message, messageNext) {
+        if (state === undefined) {
+          messageNext(message);
+          return;
+        }
+        if (state.finished) return;
+        const error = state.ctx.error;
+        if (error !== undefined) {
+          // The context ended before this answer: it is not sent, the call ends with the cause.
+          // Straight to the next call: ours holds statuses back while a message is in progress.
+          finish(state);
+          call.sendStatus({
+            code: grpcStatusFor(error.cause.code),
+            details: `ctxflow: ${error.message}`,
+            metadata: withReason(undefined, error.cause),
+          });
+          return;
+        }
+        if (unaryResponse) state.responded = true;
+        messageNext(message);
+      },
+      sendStatus(status, statusNext) {
+        const live = state;
+        if (live === undefined) {
+          statusNext(status);
+          return;
+        }
+        if (live.finished) return;
+        finish(live);
+        const ctx = live.ctx;
+        const cause = ctx.cause;
+        let out = status;
+        if (cause !== undefined && !(live.responded && status.code === Status.OK)) {
+          const code = grpcStatusFor(cause.code);
+          out = {
+            code,
+            details:
+              status.code === code && status.details ? status.details : `ctxflow: ${ctx.error?.message}`,
+            metadata: withReason(status.metadata, cause),
+          };
+        } else if (cause === undefined && status.code !== Status.OK) {
+          if (isContextStatus(status.code)) {
+            // The handler answered with a context status (a downstream call's, usually): keep its cause.
+            const reported = reasonOf(status.metadata) ?? { code: fallbackCode(status.code) };
+            ctx.cancel(reported);
+            out = { ...status, metadata: withReason(status.metadata, reported) };
+          } else {
+            ctx.cancel({ code: 'error', message: Status[status.code] ?? String(status.code) });
+          }
+        }
+        statusNext(out);
+        ctx.cancel();
+      },
+    });
+    return intercepting;
+  };
+}
+
+/** The context of the call a handler serves, from its call object; undefined without `serverInterceptor`. */
+export function contextOf(call: { metadata?: Metadata }): Context | undefined {
+  return stateOf(call.metadata)?.ctx;
+}

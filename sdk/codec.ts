@@ -1,0 +1,171 @@
+import {
+  type Cause,
+  type CauseCode,
+  isCauseCode,
+  MAX_CODE_LENGTH,
+  MAX_MESSAGE_LENGTH,
+  sanitizeMessage,
+} from './cause.ts';
+import { type ContextDoneError, errorFor } from './errors.ts';
+import { countRejected } from './metrics.ts';
+
+/** Remaining budget in integer milliseconds at send time, minus the sender's reserve. */
+export const TIMEOUT_HEADER = 'ctx-timeout';
+/** Absolute deadline in epoch milliseconds, minus the sender's reserve. */
+export const DEADLINE_HEADER = 'ctx-deadline';
+/** Why a context ended: a cause code, then optionally one space and a short message. */
+export const CANCEL_REASON_HEADER = 'ctx-cancel-reason';
+
+/** How budgets are read from inbound headers; every field has a default. */
+export interface DecodeOptions {
+  /** The largest inbound budget accepted; longer ones are cut to it. Default 60 000. */
+  maxInboundMs?: number;
+  /**
+   * Which header wins when both arrive: `timeout` for synchronous hops (immune to clock skew),
+   * `deadline` for queues (time spent waiting counts). Default `timeout`.
+   */
+  prefer?: 'timeout' | 'deadline';
+}
+
+/** How budgets are written into outbound headers; every field has a default. */
+export interface EncodeOptions {
+  /** Milliseconds subtracted from the budget when sending, so the receiver gives up first. Default 5. */
+  reserveMs?: number;
+  /**
+   * Also send `ctx-deadline` (absolute). Synchronous hops need only `ctx-timeout`, so the HTTP
+   * and gRPC adapters leave it out unless this is true; the propagator always sends it.
+   */
+  sendDeadline?: boolean;
+}
+
+/** Both sides' options, for what reads and writes (the propagator). */
+export interface WireOptions extends DecodeOptions, EncodeOptions {}
+
+export const DEFAULT_RESERVE_MS = 5;
+export const DEFAULT_MAX_INBOUND_MS = 60_000;
+/** At most 8 digits, as grpc-timeout: about 27 hours. */
+const MAX_TIMEOUT_DIGITS = 8;
+/** Epoch milliseconds have 13 digits from 2001 to 2286. */
+const DEADLINE_DIGITS = 13;
+const DIGITS = /^[0-9]+$/;
+const MAX_REASON_LENGTH = MAX_CODE_LENGTH + 1 + MAX_MESSAGE_LENGTH;
+const REASON = /^([a-z][a-z0-9_.-]*)(?: ([A-Za-z0-9 _.,:;/()=+#@%-]+))?$/;
+
+/** A header value as transports hand it over: absent, one value, or repeated values. */
+export type HeaderValue = string | readonly string[] | undefined;
+
+/** The one value of a header, or undefined (counted) when it is repeated. */
+function single(header: string, value: HeaderValue): string | undefined {
+  if (value === undefined || typeof value === 'string') return value;
+  if (value.length === 0) return undefined;
+  if (value.length > 1) {
+    countRejected(header, 'duplicate');
+    return undefined;
+  }
+  return value[0];
+}
+
+function digits(
+  header: string,
+  value: HeaderValue,
+  minLength: number,
+  maxLength: number,
+): number | undefined {
+  const raw = single(header, value);
+  if (raw === undefined) return undefined;
+  // HTTP allows optional whitespace around a value; parsers usually strip it, not always.
+  const text = raw.trim();
+  if (!DIGITS.test(text) || text.length < minLength) {
+    countRejected(header, 'malformed');
+    return undefined;
+  }
+  if (text.length > maxLength) {
+    countRejected(header, 'too_large');
+    return undefined;
+  }
+  return Number(text);
+}
+
+/** Encodes a remaining budget for `ctx-timeout`: whole milliseconds minus the reserve, never negative. */
+export function encodeTimeout(remainingMs: number, reserveMs = DEFAULT_RESERVE_MS): string {
+  return String(Math.max(0, Math.floor(remainingMs - reserveMs)));
+}
+
+/** Encodes an absolute deadline for `ctx-deadline`: whole epoch milliseconds minus the reserve. */
+export function encodeDeadline(deadline: number, reserveMs = DEFAULT_RESERVE_MS): string {
+  return String(Math.floor(deadline - reserveMs));
+}
+
+/** Decodes `ctx-timeout`; a malformed, repeated or over-long value gives undefined and is counted. */
+export function decodeTimeout(value: HeaderValue): number | undefined {
+  return digits(TIMEOUT_HEADER, value, 1, MAX_TIMEOUT_DIGITS);
+}
+
+/** Decodes `ctx-deadline`; a malformed, repeated or out-of-range value gives undefined and is counted. */
+export function decodeDeadline(value: HeaderValue): number | undefined {
+  return digits(DEADLINE_HEADER, value, DEADLINE_DIGITS, DEADLINE_DIGITS);
+}
+
+/**
+ * The deadline (epoch ms) that inbound headers grant, or undefined when they grant none.
+ * Budgets over `maxInboundMs` are cut to it and counted.
+ */
+export function inboundDeadline(
+  timeout: HeaderValue,
+  deadline: HeaderValue,
+  options: DecodeOptions = {},
+  now = Date.now(),
+): number | undefined {
+  const max = options.maxInboundMs ?? DEFAULT_MAX_INBOUND_MS;
+  const fromTimeout = () => {
+    const ms = decodeTimeout(timeout);
+    return ms === undefined ? undefined : now + clamp(TIMEOUT_HEADER, ms, max);
+  };
+  const fromDeadline = () => {
+    const at = decodeDeadline(deadline);
+    return at === undefined ? undefined : now + clamp(DEADLINE_HEADER, at - now, max);
+  };
+  return options.prefer === 'deadline'
+    ? (fromDeadline() ?? fromTimeout())
+    : (fromTimeout() ?? fromDeadline());
+}
+
+function clamp(header: string, ms: number, max: number): number {
+  if (ms <= max) return ms;
+  countRejected(header, 'clamped');
+  return max;
+}
+
+/** Encodes a cause for `ctx-cancel-reason`; the message is sanitized and cut. */
+export function encodeCause(cause: Cause): string {
+  const message = cause.message === undefined ? '' : sanitizeMessage(cause.message).trim();
+  return message === '' ? cause.code : `${cause.code} ${message}`;
+}
+
+/** Decodes `ctx-cancel-reason`; anything outside the charset or over the caps gives undefined and is counted. */
+export function decodeCause(value: HeaderValue): Cause | undefined {
+  const raw = single(CANCEL_REASON_HEADER, value);
+  if (raw === undefined) return undefined;
+  const text = raw.length > MAX_REASON_LENGTH ? undefined : raw.trim();
+  const match = text === undefined ? null : REASON.exec(text);
+  const code = match?.[1];
+  if (
+    match === null ||
+    code === undefined ||
+    !isCauseCode(code) ||
+    (match[2]?.length ?? 0) > MAX_MESSAGE_LENGTH
+  ) {
+    countRejected(CANCEL_REASON_HEADER, text === undefined ? 'too_large' : 'malformed');
+    return undefined;
+  }
+  const message = match[2];
+  return message === undefined ? { code } : { code, message };
+}
+
+/**
+ * The typed error for a response saying the callee's context ended: the cause it sent in
+ * `ctx-cancel-reason` when valid, `fallback` otherwise.
+ */
+export function remoteError(reason: HeaderValue, fallback: CauseCode): ContextDoneError {
+  return errorFor(decodeCause(reason) ?? { code: fallback });
+}

@@ -1,0 +1,33 @@
+import { context as otel, type TextMapSetter } from '@opentelemetry/api';
+import type { EncodeOptions } from './codec.ts';
+import type { Context } from './context.ts';
+import type { ContextDoneError } from './errors.ts';
+import { injectDeadline, injectTrace } from './propagation.ts';
+
+/** How a client adapter writes a call's budget; every field has a default. */
+export interface OutboundOptions extends EncodeOptions {}
+
+/** Which headers `startOutbound` writes: both, the budget alone (an instrumentation writes the trace), or none. */
+export type OutboundHeaders = 'all' | 'budget' | 'none';
+
+/**
+ * The outbound side of every client adapter, the counterpart of `acceptInbound`: throws the
+ * context's error when it is done (nothing may be sent); writes the trace and the remaining budget
+ * minus the reserve into `carrier` (`deadline` replaces the context's when the transport call has
+ * an earlier one of its own); and calls `abort` with the context's error if the context ends before
+ * the returned function is called, which the adapter does once the call has settled.
+ */
+export function startOutbound<C>(
+  ctx: Context,
+  carrier: C,
+  setter: TextMapSetter<C>,
+  abort: (error: ContextDoneError) => void,
+  options: OutboundOptions = {},
+  deadline: number | undefined = ctx.deadline,
+  headers: OutboundHeaders = 'all',
+): () => void {
+  ctx.throwIfDone();
+  if (headers === 'all') injectTrace(otel.active(), carrier, setter);
+  if (headers !== 'none') injectDeadline(carrier, setter, deadline, options);
+  return ctx.onDone(abort);
+}
