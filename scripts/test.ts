@@ -1,5 +1,6 @@
 /**
- * The test runner: `npm test [-- <path filter>... <node --test option>...]`.
+ * The test runner: `npm test [-- <path filter>... <node --test option>...]`; with `--unit`
+ * (`npm run test:unit`), only the tests that need neither Kafka, Jaeger nor Go.
  *
  * Runs `node --test` on sdk/, adapters/ and test/. Tests get their endpoints from
  * kafkaBrokers(t) and jaeger(t) (test/support/infra.ts); when a selected test file calls one and
@@ -18,17 +19,27 @@ const USES: Record<Service, { call: RegExp; env: string[] }> = {
   jaeger: { call: /\bjaeger\(/, env: ['JAEGER_URL', 'OTEL_EXPORTER_OTLP_ENDPOINT'] },
 };
 
+// Tests that build the grpc-go peer need Go: they are not unit tests.
+const NEEDS_GO = /\bgoPeer\(/;
+
 const args = process.argv.slice(2);
+const unitOnly = args.includes('--unit');
 const filters = args.filter((arg) => !arg.startsWith('-')).map((arg) => path.normalize(arg));
-const options = args.filter((arg) => arg.startsWith('-'));
+const options = args.filter((arg) => arg.startsWith('-') && arg !== '--unit');
 
 const files = fs
   .globSync(['sdk/**/*.test.ts', 'adapters/**/*.test.ts', 'test/**/*.test.ts'])
   .filter((file) => filters.length === 0 || filters.some((filter) => file.includes(filter)))
+  .filter((file) => !unitOnly || !needsInfrastructure(fs.readFileSync(file, 'utf8')))
   .sort();
 if (files.length === 0) {
   console.error(`no test files match ${filters.join(' ')}`);
   process.exit(1);
+}
+
+/** True when a test file's source calls for Kafka, Jaeger or the Go peer. */
+function needsInfrastructure(source: string): boolean {
+  return NEEDS_GO.test(source) || SERVICES.some((service) => USES[service].call.test(source));
 }
 
 const sources = files.map((file) => fs.readFileSync(file, 'utf8'));
