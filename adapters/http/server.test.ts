@@ -1,0 +1,46 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { CancelledError, type Context, current } from '../../sdk/index.ts';
+import { listen, sleep } from '../../test/support/http.ts';
+import { contextOf, withDeadlines } from './server.ts';
+
+test('withDeadlines gives a plain node:http handler its context, its budget and its answers', async () => {
+  const seen: Context[] = [];
+  const errors: unknown[] = [];
+  const server = await listen(
+    withDeadlines(
+      async (req, res) => {
+        const ctx = current();
+        seen.push(ctx);
+        assert.equal(contextOf(req), ctx);
+        if (req.url === '/ok') res.end(String(ctx.remaining()));
+        else if (req.url === '/throw') throw new Error('boom');
+        else if (req.url === '/cause') throw new CancelledError({ code: 'out_of_stock' });
+        else await sleep(5_000);
+      },
+      { budgetMs: 200, onError: (error) => errors.push(error) },
+    ),
+  );
+  try {
+    const ok = await globalThis.fetch(`${server.url}/ok`, { headers: { 'ctx-timeout': '100' } });
+    const left = Number(await ok.text());
+    assert.ok(left <= 100 && left > 50, `the handler had ${left} ms`);
+    assert.equal(seen.at(-1)?.cause?.code, 'cancelled', 'the context ends with the response');
+
+    const thrown = await globalThis.fetch(`${server.url}/throw`);
+    assert.equal(thrown.status, 500);
+    assert.equal(seen.at(-1)?.cause?.code, 'error');
+    assert.equal((errors[0] as Error).message, 'boom');
+
+    const cause = await globalThis.fetch(`${server.url}/cause`);
+    assert.equal(cause.status, 499);
+    assert.equal(cause.headers.get('ctx-cancel-reason'), 'out_of_stock');
+
+    const late = await globalThis.fetch(`${server.url}/hang`);
+    assert.equal(late.status, 504);
+    assert.equal(late.headers.get('ctx-cancel-reason'), 'deadline_exceeded');
+    assert.equal(errors.length, 1, 'context ends are not reported as errors');
+  } finally {
+    await server.close();
+  }
+});
