@@ -4,6 +4,7 @@ import { getRPCMetadata } from '@opentelemetry/core';
 import type { Cause, CauseCode } from '../sdk/cause.ts';
 import type { CancelableContext, Context } from '../sdk/context.ts';
 import { ContextDoneError } from '../sdk/errors.ts';
+import { checkForeignHeaders } from '../sdk/foreign.ts';
 import { acceptInbound, type InboundOptions } from '../sdk/inbound.ts';
 import { ensureContextManager } from '../sdk/scope.ts';
 import { CANCEL_REASON_HEADER, DEFAULT_RESERVE_MS, encodeCause } from '../sdk/wire.ts';
@@ -83,6 +84,7 @@ export function deadlines(
   options: DeadlineOptions = {},
 ): (req: IncomingMessage, res: ServerResponse, next: Next) => void {
   ensureContextManager();
+  checkForeignHeaders(options.foreignHeaders);
   const minBudgetMs = options.minBudgetMs ?? DEFAULT_RESERVE_MS;
   const useSignal = options.disconnect === 'signal' && 'signal' in IncomingMessage.prototype;
 

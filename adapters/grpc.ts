@@ -26,6 +26,7 @@ import { diag, context as otel, type TextMapGetter, type TextMapSetter } from '@
 import type { Cause, CauseCode } from '../sdk/cause.ts';
 import { background, type CancelableContext, type Context, current, run } from '../sdk/context.ts';
 import { ContextDoneError, errorFor } from '../sdk/errors.ts';
+import { checkForeignHeaders } from '../sdk/foreign.ts';
 import { acceptInbound, type InboundOptions } from '../sdk/inbound.ts';
 import { injectContext } from '../sdk/propagation.ts';
 import {
@@ -381,6 +382,7 @@ function checkBound(state: ServerCall): void {
  *   the status is sent.
  */
 export function serverInterceptor(options: ServerInterceptorOptions = {}): ServerInterceptor {
+  checkForeignHeaders(options.foreignHeaders);
   const callerGone: CauseCode = options.trustInbound === false ? 'client_disconnected' : 'upstream_cancelled';
   return (method: ServerMethodDefinition<unknown, unknown>, call: ServerInterceptingCallInterface) => {
     let state: ServerCall | undefined;
