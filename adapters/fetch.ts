@@ -1,6 +1,7 @@
 import { channel } from 'node:diagnostics_channel';
-import { propagation, type TextMapSetter } from '@opentelemetry/api';
+import { propagation, type TextMapGetter, type TextMapSetter } from '@opentelemetry/api';
 import { background, type Context, current } from '../sdk/context.ts';
+import { type ForeignOutboundHeader, injectForeign } from '../sdk/foreign.ts';
 import { injectContext, injectDeadline } from '../sdk/propagation.ts';
 import { CANCEL_REASON_HEADER, remoteError, TIMEOUT_HEADER, type WireOptions } from '../sdk/wire.ts';
 
@@ -8,6 +9,8 @@ import { CANCEL_REASON_HEADER, remoteError, TIMEOUT_HEADER, type WireOptions } f
 export interface ContextRequestInit extends RequestInit, Pick<WireOptions, 'reserveMs' | 'sendDeadline'> {
   /** The context whose trace, deadline and cancellation the request carries. Default `current()`. */
   ctx?: Context;
+  /** Deadline headers of other stacks to write too, with the same budget (`grpc-timeout`, `connect-timeout-ms`). */
+  alsoSend?: readonly ForeignOutboundHeader[];
 }
 
 const globalFetch = globalThis.fetch;
@@ -30,6 +33,11 @@ function noop(): void {}
 
 const headersSetter: TextMapSetter<Headers> = {
   set: (carrier, key, value) => carrier.set(key, value),
+};
+
+const headersGetter: TextMapGetter<Headers> = {
+  get: (carrier, key) => carrier.get(key) ?? undefined,
+  keys: (carrier) => [...carrier.keys()],
 };
 
 /**
@@ -59,7 +67,7 @@ function inject(ctx: Context, headers: Headers, options: WireOptions, callerHead
  * are in, reading the body is no longer tied to the context.
  */
 export async function fetch(input: string | URL | Request, init?: ContextRequestInit): Promise<Response> {
-  const { ctx: explicit, reserveMs, sendDeadline, ...rest } = init ?? {};
+  const { ctx: explicit, reserveMs, sendDeadline, alsoSend, ...rest } = init ?? {};
   const ctx = explicit ?? current();
   ctx.throwIfDone();
   const request = input instanceof Request ? input : undefined;
@@ -68,6 +76,8 @@ export async function fetch(input: string | URL | Request, init?: ContextRequest
   const wire =
     reserveMs === undefined && sendDeadline === undefined ? NO_OPTIONS : { reserveMs, sendDeadline };
   inject(ctx, headers, wire, callerHeaders !== undefined);
+  if (alsoSend !== undefined && ctx.deadline !== undefined)
+    injectForeign(headers, headersGetter, headersSetter, alsoSend, ctx.deadline, reserveMs);
 
   // One AbortController per request, linked to the context and to the caller's signal by one
   // listener each, both removed when the request settles (no AbortSignal.any: it leaks).

@@ -1,8 +1,9 @@
 import http, { type ClientRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import https from 'node:https';
-import type { TextMapSetter } from '@opentelemetry/api';
+import type { TextMapGetter, TextMapSetter } from '@opentelemetry/api';
 import { background, type Context, current } from '../sdk/context.ts';
 import type { ContextDoneError } from '../sdk/errors.ts';
+import { type ForeignOutboundHeader, injectForeign } from '../sdk/foreign.ts';
 import { injectContext } from '../sdk/propagation.ts';
 import { CANCEL_REASON_HEADER, remoteError, type WireOptions } from '../sdk/wire.ts';
 
@@ -12,6 +13,8 @@ export interface ContextRequestOptions
     Pick<WireOptions, 'reserveMs' | 'sendDeadline'> {
   /** The context whose trace, deadline and cancellation the request carries. Default `current()`. */
   ctx?: Context;
+  /** Deadline headers of other stacks to write too, with the same budget (`grpc-timeout`, `connect-timeout-ms`). */
+  alsoSend?: readonly ForeignOutboundHeader[];
 }
 
 type ResponseCallback = (res: IncomingMessage) => void;
@@ -22,6 +25,14 @@ const headerSetter: TextMapSetter<OutgoingHttpHeaders> = {
   set: (carrier, key, value) => {
     carrier[key] = value;
   },
+};
+
+const headerGetter: TextMapGetter<OutgoingHttpHeaders> = {
+  get: (carrier, key) => {
+    const value = carrier[key];
+    return typeof value === 'number' ? String(value) : value;
+  },
+  keys: (carrier) => Object.keys(carrier),
 };
 
 /**
@@ -47,13 +58,15 @@ export function request(
     | ContextRequestOptions
     | undefined;
   const callback = typeof second === 'function' ? second : third;
-  const { ctx: explicit, reserveMs, sendDeadline, ...options } = given ?? {};
+  const { ctx: explicit, reserveMs, sendDeadline, alsoSend, ...options } = given ?? {};
   const ctx = explicit ?? current();
   ctx.throwIfDone();
 
   const headers = copyHeaders(options.headers);
   const wire = { reserveMs, sendDeadline };
   injectContext(ctx, headers, headerSetter, wire);
+  if (alsoSend !== undefined && ctx.deadline !== undefined)
+    injectForeign(headers, headerGetter, headerSetter, alsoSend, ctx.deadline, reserveMs);
   options.headers = headers;
 
   const secure = (url === undefined ? options.protocol : new URL(url).protocol) === 'https:';
