@@ -87,7 +87,7 @@ function timings(): void {
 
 /** Heap growth per call of `foreignDeadline` on a ctxflow call's headers (none foreign), without GC in between. */
 function bytesPerCall(): number {
-  const n = 100_000;
+  const n = 1_000_000;
   const now = Date.now();
   // A small-integer counter: summing the (epoch ms) results would allocate a heap number each.
   let found = 0;
