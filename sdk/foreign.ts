@@ -70,11 +70,12 @@ function parseGrpcTimeout(text: string): number | RejectReason {
   }
 }
 
-function parseMillis(text: string, maxDigits: number, zero: boolean): number | RejectReason {
+/** Plain decimal milliseconds of at most `maxDigits`, or why they are refused. */
+function parseMillis(text: string, maxDigits: number, zeroAllowed: boolean): number | RejectReason {
   if (!DIGITS.test(text)) return 'malformed';
   if (text.length > maxDigits) return 'too_large';
   const value = Number(text);
-  return value === 0 && !zero ? 'malformed' : value;
+  return value === 0 && !zeroAllowed ? 'malformed' : value;
 }
 
 /** The milliseconds a foreign header's value grants, or why it is refused; undefined for an unknown header. */
