@@ -55,7 +55,7 @@ const REASON = /^([a-z][a-z0-9_.-]*)(?: ([A-Za-z0-9 _.,:;/()=+#@%-]+))?$/;
 export type HeaderValue = string | readonly string[] | undefined;
 
 /** The one value of a header, or undefined (counted) when it is repeated. */
-function single(header: string, value: HeaderValue): string | undefined {
+export function single(header: string, value: HeaderValue): string | undefined {
   if (value === undefined || typeof value === 'string') return value;
   if (value.length === 0) return undefined;
   if (value.length > 1) {

@@ -8,6 +8,7 @@ import {
   TIMEOUT_HEADER,
 } from './codec.ts';
 import { background, type CancelableContext, newContext } from './context.ts';
+import { FOREIGN_HEADERS, type ForeignHeader, foreignDeadline } from './foreign.ts';
 import { extractTrace } from './propagation.ts';
 import { setContext } from './scope.ts';
 
@@ -17,6 +18,12 @@ export interface InboundOptions extends DecodeOptions {
   budgetMs?: number;
   /** Honour the caller's deadline headers. Default true; set false at a public edge. */
   trustInbound?: boolean;
+  /**
+   * Which deadline headers of other stacks are honoured beside ctxflow's own, when the caller is
+   * trusted: the earliest valid one wins. Default all (`grpc-timeout`, `connect-timeout-ms`,
+   * `x-envoy-expected-rq-timeout-ms`); `[]` honours ctxflow's headers only.
+   */
+  foreignHeaders?: readonly ForeignHeader[];
 }
 
 /** An inbound call's context and the OpenTelemetry context to run its handler in. */
@@ -31,9 +38,10 @@ export interface InboundCall {
 
 /**
  * Builds the context of an inbound call: the trace from the carrier, and a deadline that is the
- * earliest of the caller's (when trusted), the transport's own (`transportDeadline`, e.g.
- * grpc-timeout, which the transport enforces even from an untrusted caller) and this service's
- * budget, the first two capped at `maxInboundMs`.
+ * earliest of the caller's (when trusted: ctxflow's headers and the honoured `foreignHeaders`),
+ * the transport's own (`transportDeadline`, e.g. grpc-timeout on gRPC, which the transport
+ * enforces even from an untrusted caller) and this service's budget, all but the last capped at
+ * `maxInboundMs`.
  */
 export function acceptInbound(
   carrier: unknown,
@@ -43,15 +51,18 @@ export function acceptInbound(
 ): InboundCall {
   const otelContext = extractTrace(carrier, getter);
   const trusted = options.trustInbound ?? true;
+  const now = Date.now();
+  const max = options.maxInboundMs ?? DEFAULT_MAX_INBOUND_MS;
   // Untrusted deadline headers are not even decoded: they must not show up in the rejection counts.
   const sent = trusted
-    ? inboundDeadline(getter.get(carrier, TIMEOUT_HEADER), getter.get(carrier, DEADLINE_HEADER), options)
+    ? inboundDeadline(getter.get(carrier, TIMEOUT_HEADER), getter.get(carrier, DEADLINE_HEADER), options, now)
     : undefined;
-  const now = Date.now();
-  const cap = now + (options.maxInboundMs ?? DEFAULT_MAX_INBOUND_MS);
+  const foreign = trusted
+    ? foreignDeadline(carrier, getter, options.foreignHeaders ?? FOREIGN_HEADERS, max, now)
+    : undefined;
   // A transport's own deadline (grpc-timeout) ends the call whether we trust the caller or not.
-  let deadline = trusted ? earliest(sent, transportDeadline) : transportDeadline;
-  if (deadline !== undefined && deadline > cap) deadline = cap;
+  let deadline = trusted ? earliest(earliest(sent, foreign), transportDeadline) : transportDeadline;
+  if (deadline !== undefined && deadline > now + max) deadline = now + max;
   if (options.budgetMs !== undefined) deadline = earliest(deadline, now + options.budgetMs);
   const ctx = newContext(background(), deadline, trace.getSpanContext(otelContext)?.traceId);
   return {

@@ -1,11 +1,23 @@
-import { context as otel, type TextMapSetter } from '@opentelemetry/api';
+import { context as otel, type TextMapGetter, type TextMapSetter } from '@opentelemetry/api';
 import type { EncodeOptions } from './codec.ts';
 import type { Context } from './context.ts';
 import type { ContextDoneError } from './errors.ts';
+import { type ForeignOutboundHeader, injectForeign } from './foreign.ts';
 import { injectDeadline, injectTrace } from './propagation.ts';
 
 /** How a client adapter writes a call's budget; every field has a default. */
-export interface OutboundOptions extends EncodeOptions {}
+export interface OutboundOptions extends EncodeOptions {
+  /**
+   * Deadline headers of other stacks to write too, with the same budget (`grpc-timeout`,
+   * `connect-timeout-ms`), for a Connect or gRPC-gateway server downstream. Default none.
+   */
+  alsoSend?: readonly ForeignOutboundHeader[];
+}
+
+/** Writes outbound headers; with `get`, a shorter foreign timeout the caller set is kept. */
+export type OutboundSetter<C> = TextMapSetter<C> & Partial<Pick<TextMapGetter<C>, 'get'>>;
+
+const NO_HEADERS: Pick<TextMapGetter, 'get'> = { get: () => undefined };
 
 /** Which headers `startOutbound` writes: both, the budget alone (an instrumentation writes the trace), or none. */
 export type OutboundHeaders = 'all' | 'budget' | 'none';
@@ -20,7 +32,7 @@ export type OutboundHeaders = 'all' | 'budget' | 'none';
 export function startOutbound<C>(
   ctx: Context,
   carrier: C,
-  setter: TextMapSetter<C>,
+  setter: OutboundSetter<C>,
   abort: (error: ContextDoneError) => void,
   options: OutboundOptions = {},
   deadline: number | undefined = ctx.deadline,
@@ -29,5 +41,10 @@ export function startOutbound<C>(
   ctx.throwIfDone();
   if (headers === 'all') injectTrace(otel.active(), carrier, setter);
   if (headers !== 'none') injectDeadline(carrier, setter, deadline, options);
+  const alsoSend = options.alsoSend;
+  if (alsoSend !== undefined && deadline !== undefined) {
+    const getter = setter.get === undefined ? NO_HEADERS : (setter as Pick<TextMapGetter, 'get'>);
+    injectForeign(carrier, getter, setter as TextMapSetter, alsoSend, deadline, options.reserveMs);
+  }
   return ctx.onDone(abort);
 }

@@ -24,7 +24,26 @@ export {
   type WireOptions,
 } from './codec.ts';
 export { errorFor } from './errors.ts';
+export {
+  CONNECT_TIMEOUT_HEADER,
+  checkForeignHeaders,
+  decodeForeign,
+  ENVOY_TIMEOUT_HEADER,
+  encodeConnectTimeout,
+  encodeGrpcTimeout,
+  FOREIGN_HEADERS,
+  FOREIGN_OUTBOUND_HEADERS,
+  type ForeignHeader,
+  type ForeignOutboundHeader,
+  foreignDeadline,
+  GRPC_TIMEOUT_HEADER,
+} from './foreign.ts';
 export { acceptInbound, type InboundCall, type InboundOptions } from './inbound.ts';
-export { type OutboundHeaders, type OutboundOptions, startOutbound } from './outbound.ts';
+export {
+  type OutboundHeaders,
+  type OutboundOptions,
+  type OutboundSetter,
+  startOutbound,
+} from './outbound.ts';
 export { ensureContextManager } from './scope.ts';
 export { httpFallbackCause, httpStatusFor } from './status.ts';

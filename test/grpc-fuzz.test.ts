@@ -83,6 +83,8 @@ const inbound = fc.record({
   'grpc-timeout': fc.option(grpcTimeout, { nil: undefined }),
   'ctx-timeout': maybeRepeated(ctxTimeout),
   'ctx-deadline': maybeRepeated(ctxDeadline),
+  'x-envoy-expected-rq-timeout-ms': maybeRepeated(ctxTimeout),
+  'connect-timeout-ms': maybeRepeated(ctxTimeout),
   'ctx-cancel-reason': maybeRepeated(reason),
   traceparent: maybeRepeated(traceparent),
 });
@@ -104,6 +106,7 @@ describe('grpc: hostile inbound metadata', () => {
     at: number;
     transportDeadline: number;
     ctxTimeout: string | string[] | undefined;
+    envoyTimeout: string | string[] | undefined;
   }
   const seen: Seen[] = [];
 
@@ -113,11 +116,13 @@ describe('grpc: hostile inbound metadata', () => {
         const ctx = current();
         const transport = call.getDeadline();
         const ctxTimeout = call.metadata.get('ctx-timeout').map(String);
+        const envoyTimeout = call.metadata.get('x-envoy-expected-rq-timeout-ms').map(String);
         seen.push({
           deadline: ctx.deadline,
           at: Date.now(),
           transportDeadline: transport instanceof Date ? transport.getTime() : transport,
           ctxTimeout: ctxTimeout.length === 1 ? ctxTimeout[0] : ctxTimeout,
+          envoyTimeout: envoyTimeout.length === 1 ? envoyTimeout[0] : envoyTimeout,
         });
         return { ok: true };
       },
@@ -144,14 +149,14 @@ describe('grpc: hostile inbound metadata', () => {
     await server.close();
   });
 
-  test('random grpc-timeout and ctx-* values never crash, hang or stretch the deadline', async () => {
+  test('random grpc-timeout, ctx-*, Envoy and Connect values never crash, hang or stretch the deadline', async () => {
     await fc.assert(
       fc.asyncProperty(inbound, fc.constantFrom(...STREAMING), async (headers, path) => {
         const before = seen.length;
         const answer = await rawCall(session, path, defined(headers));
         assert.notEqual(answer.status, undefined, 'every call gets a grpc-status');
         if (path !== UNARY || seen.length === before) return; // streams, or refused (bad grpc-timeout, expired)
-        const { deadline, at, transportDeadline, ctxTimeout } = seen.at(-1) as Seen;
+        const { deadline, at, transportDeadline, ctxTimeout, envoyTimeout } = seen.at(-1) as Seen;
         if (deadline === undefined) {
           assert.equal(transportDeadline, Number.POSITIVE_INFINITY);
           return;
@@ -166,6 +171,8 @@ describe('grpc: hostile inbound metadata', () => {
         );
         const granted = ctxTimeoutMs(ctxTimeout);
         if (granted !== undefined) assert.ok(deadline <= at + granted, `ctx-timeout ${granted} stretched`);
+        const envoy = ctxTimeoutMs(envoyTimeout);
+        if (envoy !== undefined && envoy > 0) assert.ok(deadline <= at + envoy, `Envoy's ${envoy} stretched`);
       }),
       { numRuns: RUNS },
     );

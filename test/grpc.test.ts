@@ -381,6 +381,16 @@ describe('grpc inbound metadata', () => {
     assert.ok(response.remaining <= 400 && response.remaining > 350);
   });
 
+  test("a sidecar's x-envoy-expected-rq-timeout-ms counts when shorter than grpc-timeout", async () => {
+    const metadata = new grpc.Metadata();
+    metadata.set('x-envoy-expected-rq-timeout-ms', '200');
+    const short = await unary(raw, {}, { deadline: Date.now() + 5000 }, metadata);
+    assert.ok(short.remaining <= 200 && short.remaining > 150, `remaining ${short.remaining}`);
+    metadata.set('x-envoy-expected-rq-timeout-ms', '50000');
+    const long = await unary(raw, {}, { deadline: Date.now() + 300 }, metadata);
+    assert.ok(long.remaining <= 300 && long.remaining > 250, `remaining ${long.remaining}`);
+  });
+
   test('trustInbound: false ignores ctx-* but keeps grpc-timeout, which the transport enforces anyway', async () => {
     const edge = await startProbeServer(
       { unary: () => ({ remaining: current().remaining() }) },

@@ -10,7 +10,15 @@ import { type Listening, listen, rawRequest } from './support/http.ts';
 // grants more than its own budget; values it cannot read are ignored (the budget stays its own).
 
 const BUDGET = 1_000;
-const HEADERS = ['ctx-timeout', 'ctx-deadline', 'ctx-cancel-reason', 'traceparent'] as const;
+const HEADERS = [
+  'ctx-timeout',
+  'ctx-deadline',
+  'ctx-cancel-reason',
+  'traceparent',
+  'grpc-timeout',
+  'connect-timeout-ms',
+  'x-envoy-expected-rq-timeout-ms',
+] as const;
 
 let server: Listening;
 let handled = 0;
@@ -98,6 +106,54 @@ test('negative, fractional, exponent, hex, padded, over-long and repeated budget
       const remaining = remainingOf(answer.text);
       assert.ok(remaining > BUDGET - 50 && remaining <= BUDGET, `remaining ${remaining}`);
     }),
+    { numRuns: 300 },
+  );
+  await alive();
+});
+
+test('near misses of the grpc-timeout, Connect and Envoy grammars are ignored: the budget is the own', async () => {
+  const digits = fc.stringMatching(/^[0-9]{1,6}$/);
+  const unit = fc.constantFrom('H', 'M', 'S', 'm', 'u', 'n');
+  const grpcTimeout = fc.oneof(
+    digits,
+    digits.map((d) => `-${d}m`),
+    fc.tuple(digits, digits, unit).map(([a, b, u]) => `${a}.${b}${u}`),
+    fc
+      .tuple(digits, fc.constantFrom('h', 's', 'ms', 'us', 'ns', 'mm', ' m', 'x', ''))
+      .map(([d, u]) => `${d}${u}`),
+    fc.tuple(fc.stringMatching(/^[0-9]{9,20}$/), unit).map(([d, u]) => `${d}${u}`),
+    fc.tuple(digits, unit).map(([d, u]) => `${u}${d}`),
+    fc.tuple(digits, unit).map(([d, u]) => [`${d}${u}`, `${d}${u}`]),
+  );
+  const millis = fc.oneof(
+    digits.map((d) => `-${d}`),
+    fc.tuple(digits, digits).map(([a, b]) => `${a}.${b}`),
+    digits.map((d) => `${d}ms`),
+    digits.map((d) => `${d}e3`),
+    fc.stringMatching(/^[0-9]{11,30}$/),
+    fc.constantFrom('', 'NaN', 'Infinity', '1 000', '١٢٣'),
+    fc.tuple(digits, digits).map(([a, b]) => [a, b]),
+  );
+  const envoy = fc.oneof(millis, fc.constant('0'));
+  const value = (v: string | string[]) => (Array.isArray(v) ? v : [v]);
+  await fc.assert(
+    fc.asyncProperty(
+      fc.record({
+        'grpc-timeout': fc.option(grpcTimeout),
+        'connect-timeout-ms': fc.option(millis),
+        'x-envoy-expected-rq-timeout-ms': fc.option(envoy),
+      }),
+      async (headers) => {
+        const lines: [string, Buffer][] = [];
+        for (const [name, v] of Object.entries(headers)) {
+          for (const one of v === null ? [] : value(v)) lines.push([name, Buffer.from(one)]);
+        }
+        const answer = await rawRequest(server.port, head(lines));
+        assert.equal(answer.status, 200, answer.text.slice(0, 200));
+        const remaining = remainingOf(answer.text);
+        assert.ok(remaining > BUDGET - 50 && remaining <= BUDGET, `remaining ${remaining}`);
+      },
+    ),
     { numRuns: 300 },
   );
   await alive();

@@ -9,7 +9,7 @@ import type {
 import * as grpc from '@grpc/grpc-js';
 import { diag, context as otel } from '@opentelemetry/api';
 import type { CancelableContext, Cause, CauseCode, Context } from '../../sdk/index.ts';
-import { acceptInbound, type InboundOptions } from '../../sdk/wire.ts';
+import { acceptInbound, checkForeignHeaders, type InboundOptions } from '../../sdk/wire.ts';
 import {
   epochMs,
   fallbackCode,
@@ -82,6 +82,7 @@ function checkBound(state: ServerCall): void {
  *   the status is sent.
  */
 export function serverInterceptor(options: ServerInterceptorOptions = {}): ServerInterceptor {
+  checkForeignHeaders(options.foreignHeaders);
   const callerGone: CauseCode = options.trustInbound === false ? 'client_disconnected' : 'upstream_cancelled';
   return (method: ServerMethodDefinition<unknown, unknown>, call: ServerInterceptingCallInterface) => {
     let state: ServerCall | undefined;

@@ -68,6 +68,26 @@ describe('http request', () => {
     }
   });
 
+  test('also writes grpc-timeout and connect-timeout-ms when asked, replacing a longer one of the caller', async () => {
+    const ctx = withTimeout(background(), 800);
+    try {
+      const left = ctx.remaining();
+      const res = await answer((cb) =>
+        get(
+          `${server.url}/echo`,
+          { ctx, alsoSend: ['grpc-timeout', 'connect-timeout-ms'], headers: { 'GRPC-Timeout': '1H' } },
+          cb,
+        ),
+      );
+      const raw = JSON.parse(await body(res)) as string[];
+      const [connect] = valuesOf(raw, 'connect-timeout-ms');
+      assert.deepEqual(valuesOf(raw, 'grpc-timeout'), [`${connect}m`]);
+      assert.ok(Number(connect) <= left - 5 && Number(connect) >= left - 60, `${connect}`);
+    } finally {
+      ctx.cancel();
+    }
+  });
+
   test("destroys the request with the context's error when the context ends", async () => {
     for (const [ctx, check] of [
       [withTimeout(background(), 30), (e: unknown) => e instanceof DeadlineExceededError],

@@ -1,11 +1,11 @@
 import http, { type ClientRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import https from 'node:https';
-import type { TextMapSetter } from '@opentelemetry/api';
 import { type Context, type ContextDoneError, current } from '../../sdk/index.ts';
 import {
   CANCEL_REASON_HEADER,
   httpFallbackCause,
   type OutboundOptions,
+  type OutboundSetter,
   remoteError,
   startOutbound,
 } from '../../sdk/wire.ts';
@@ -18,9 +18,13 @@ export interface ContextRequestOptions extends https.RequestOptions, OutboundOpt
 
 type ResponseCallback = (res: IncomingMessage) => void;
 
-const headerSetter: TextMapSetter<OutgoingHttpHeaders> = {
+const headerSetter: OutboundSetter<OutgoingHttpHeaders> = {
   set: (carrier, key, value) => {
     carrier[key] = value;
+  },
+  get: (carrier, key) => {
+    const value = carrier[key];
+    return typeof value === 'number' ? String(value) : value;
   },
 };
 
@@ -47,7 +51,7 @@ export function request(
     | ContextRequestOptions
     | undefined;
   const callback = typeof second === 'function' ? second : third;
-  const { ctx: explicit, reserveMs, sendDeadline, ...options } = given ?? {};
+  const { ctx: explicit, reserveMs, sendDeadline, alsoSend, ...options } = given ?? {};
   const ctx = explicit ?? current();
   const headers = copyHeaders(options.headers);
   // Linked before the request exists: the context's end destroys it once it does.
@@ -61,7 +65,7 @@ export function request(
       endedBy = error;
       req?.destroy(error);
     },
-    { reserveMs, sendDeadline },
+    { reserveMs, sendDeadline, alsoSend },
   );
   options.headers = headers;
 

@@ -60,6 +60,36 @@ describe('fetch', () => {
     }
   });
 
+  test('also writes grpc-timeout and connect-timeout-ms with the same budget when asked, only then', async () => {
+    const ctx = withTimeout(background(), 1_000);
+    try {
+      assert.deepEqual(valuesOf(await echo({ ctx }), 'grpc-timeout'), []);
+      const left = ctx.remaining();
+      const raw = await echo({ ctx, alsoSend: ['grpc-timeout', 'connect-timeout-ms'], reserveMs: 20 });
+      const [grpc] = valuesOf(raw, 'grpc-timeout');
+      const [connect] = valuesOf(raw, 'connect-timeout-ms');
+      assert.match(grpc ?? '', /^[0-9]+m$/);
+      assert.equal(grpc, `${connect}m`);
+      assert.ok(
+        Number(connect) <= left - 20 && Number(connect) >= left - 20 - 50,
+        `connect-timeout-ms ${connect}`,
+      );
+      assert.ok(Number(connect) <= Number(valuesOf(raw, 'ctx-timeout')[0]));
+      // A shorter timeout the caller set (a Connect transport over this fetch) is kept.
+      const own = await echo({
+        ctx,
+        alsoSend: ['connect-timeout-ms'],
+        headers: { 'Connect-Timeout-Ms': '40' },
+      });
+      assert.deepEqual(valuesOf(own, 'connect-timeout-ms'), ['40']);
+      // No deadline, nothing to write.
+      const none = await echo({ ctx: background(), alsoSend: ['grpc-timeout'] });
+      assert.deepEqual(valuesOf(none, 'grpc-timeout'), []);
+    } finally {
+      ctx.cancel();
+    }
+  });
+
   test("replaces the caller's budget headers instead of repeating them, keeps its other headers", async () => {
     const ctx = withTimeout(background(), 500);
     try {

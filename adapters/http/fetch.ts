@@ -3,13 +3,14 @@
  * with it.
  */
 import { channel } from 'node:diagnostics_channel';
-import { propagation, type TextMapSetter } from '@opentelemetry/api';
+import { propagation } from '@opentelemetry/api';
 import { type Context, current } from '../../sdk/index.ts';
 import {
   CANCEL_REASON_HEADER,
   httpFallbackCause,
   type OutboundHeaders,
   type OutboundOptions,
+  type OutboundSetter,
   remoteError,
   startOutbound,
   TIMEOUT_HEADER,
@@ -31,8 +32,9 @@ const NO_OPTIONS: OutboundOptions = {};
 
 function noop(): void {}
 
-const headersSetter: TextMapSetter<Headers> = {
+const headersSetter: OutboundSetter<Headers> = {
   set: (carrier, key, value) => carrier.set(key, value),
+  get: (carrier, key) => carrier.get(key) ?? undefined,
 };
 
 /**
@@ -58,13 +60,15 @@ function ownHeaders(headers: Headers, callerHeaders: boolean): OutboundHeaders {
  * are in, reading the body is no longer tied to the context.
  */
 export async function fetch(input: string | URL | Request, init?: ContextRequestInit): Promise<Response> {
-  const { ctx: explicit, reserveMs, sendDeadline, ...rest } = init ?? {};
+  const { ctx: explicit, reserveMs, sendDeadline, alsoSend, ...rest } = init ?? {};
   const ctx = explicit ?? current();
   const request = input instanceof Request ? input : undefined;
   const callerHeaders = rest.headers ?? request?.headers;
   const headers = new Headers(callerHeaders);
   const options =
-    reserveMs === undefined && sendDeadline === undefined ? NO_OPTIONS : { reserveMs, sendDeadline };
+    reserveMs === undefined && sendDeadline === undefined && alsoSend === undefined
+      ? NO_OPTIONS
+      : { reserveMs, sendDeadline, alsoSend };
 
   // One AbortController per request, linked to the context and to the caller's signal by one
   // listener each, both removed when the request settles (no AbortSignal.any: it leaks).

@@ -11,6 +11,7 @@ import { type CancelableContext, type Cause, type Context, ContextDoneError } fr
 import {
   acceptInbound,
   CANCEL_REASON_HEADER,
+  checkForeignHeaders,
   DEFAULT_RESERVE_MS,
   encodeCause,
   ensureContextManager,
@@ -80,6 +81,7 @@ export function requestContexts(
   options: ServerOptions = {},
 ): (req: IncomingMessage, res: ServerResponse) => OtelContext | undefined {
   ensureContextManager();
+  checkForeignHeaders(options.foreignHeaders);
   const minBudgetMs = options.minBudgetMs ?? DEFAULT_RESERVE_MS;
   const useSignal = options.disconnect === 'signal' && 'signal' in IncomingMessage.prototype;
 
