@@ -10,7 +10,7 @@ import type {
 import * as grpc from '@grpc/grpc-js';
 import { context as otel } from '@opentelemetry/api';
 import { type Cause, type ContextDoneError, current } from '../../sdk/index.ts';
-import { DEFAULT_RESERVE_MS, type OutboundOptions, startOutbound } from '../../sdk/wire.ts';
+import { DEFAULT_RESERVE_MS, type EncodeOptions, type OutboundOptions, startOutbound } from '../../sdk/wire.ts';
 import { typedErrors } from './errors.ts';
 import {
   epochMs,
@@ -25,8 +25,8 @@ import {
   withReason,
 } from './metadata.ts';
 
-/** Options of `clientInterceptor`: how the budget is written. */
-export interface ClientInterceptorOptions extends OutboundOptions {}
+/** Options of `clientInterceptor`: how the budget is written (grpc-timeout is the transport's own). */
+export interface ClientInterceptorOptions extends EncodeOptions {}
 
 /**
  * A grpc-js client interceptor. For each call, under `current()`:
