@@ -70,6 +70,11 @@ async function call(title: string, query: string, hopsToStop: number, giveUpAt?:
 console.log('edge has a 300 ms budget per request; every hop gets what is left, minus 5 ms');
 await call('1. a quick request: the budget shrinks hop by hop', '?work=10', 0);
 await call('2. each hop takes 120 ms: the deadline ends the work at every hop', '?work=120', 3);
-await call('3. the client gives up once pricing is working: the work behind it stops', '?work=40', 3, 'pricing');
+await call(
+  '3. the client gives up once pricing is working: the work behind it stops',
+  '?work=40',
+  3,
+  'pricing',
+);
 
 for (const { server } of [edge, inventory, pricing]) server.close();

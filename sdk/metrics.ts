@@ -1,22 +1,128 @@
-import { type Counter, type MeterProvider, metrics } from '@opentelemetry/api';
+import {
+  type Attributes,
+  type Counter,
+  type Histogram,
+  type MeterProvider,
+  metrics,
+} from '@opentelemetry/api';
+import type { CauseCode } from './cause.ts';
 
 /** Why an inbound value was not taken as sent. */
 export type RejectReason = 'malformed' | 'duplicate' | 'too_large' | 'clamped';
 
+/** The transports ctxflow's adapters count under (`ctxflow.transport`). */
+export type Transport = 'http' | 'grpc' | 'kafka';
+
+/**
+ * Bucket boundaries of the budget-on-arrival histogram, in milliseconds: fine at the low end,
+ * where a hop that runs out of time shows, and up to the 60 s inbound cap.
+ */
+export const BUDGET_BUCKETS_MS = [
+  0, 1, 2, 5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500, 750, 1_000, 2_000, 5_000, 10_000, 30_000,
+  60_000,
+];
+
+/** Cause codes counted as they are; any other (a user's or a caller's own token) is counted as `other`. */
+const STANDARD_CAUSES: ReadonlySet<string> = new Set([
+  'deadline_exceeded',
+  'cancelled',
+  'client_disconnected',
+  'upstream_cancelled',
+  'shutdown',
+  'error',
+  'rebalance',
+]);
+
+interface Instruments {
+  readonly rejected: Counter;
+  readonly budget: Histogram;
+  readonly ended: Counter;
+  readonly shed: Counter;
+}
+
 let provider: MeterProvider | undefined;
-let rejected: Counter | undefined;
+let instruments: Instruments | undefined;
+
+/** The instruments of the registered MeterProvider (no-ops until one is registered), made once per provider. */
+function meter(): Instruments {
+  const global = metrics.getMeterProvider();
+  if (global === provider && instruments !== undefined) return instruments;
+  provider = global;
+  const m = global.getMeter('ctxflow');
+  instruments = {
+    rejected: m.createCounter('ctxflow.inbound.rejected', {
+      description: 'Inbound deadline and cause header values ignored or clamped',
+      unit: '{value}',
+    }),
+    budget: m.createHistogram('ctxflow.budget.arrival', {
+      description: 'Budget left when a request or message arrived at a hop',
+      unit: 'ms',
+      advice: { explicitBucketBoundaries: BUDGET_BUCKETS_MS },
+    }),
+    ended: m.createCounter('ctxflow.context.ended', {
+      description: 'Requests and messages whose context ended before their work did, by cause',
+      unit: '{context}',
+    }),
+    shed: m.createCounter('ctxflow.request.shed', {
+      description: 'Requests refused on arrival because their budget was below the minimum',
+      unit: '{request}',
+    }),
+  };
+  return instruments;
+}
 
 /**
  * Counts an inbound header value that was ignored (or clamped), as the OpenTelemetry
  * counter `ctxflow.inbound.rejected`. A no-op until a MeterProvider is registered.
  */
 export function countRejected(header: string, reason: RejectReason): void {
-  const global = metrics.getMeterProvider();
-  if (global !== provider || rejected === undefined) {
-    provider = global;
-    rejected = global.getMeter('ctxflow').createCounter('ctxflow.inbound.rejected', {
-      description: 'Inbound ctxflow header values ignored or clamped',
-    });
-  }
-  rejected.add(1, { header, reason });
+  meter().rejected.add(1, { header, reason });
+}
+
+/**
+ * The attributes of a hop: its transport and, when known, its operation under the transport's
+ * semantic-convention name (`http.route`, a route template; `rpc.method`, a registered method;
+ * `messaging.destination.name`, a topic). Never a raw URL or anything else a client chooses.
+ */
+export function hopAttributes(transport: Transport, operation?: string): Attributes {
+  const id = `${transport} ${operation ?? ''}`;
+  let attributes = attributeSets.get(id);
+  if (attributes !== undefined) return attributes;
+  const key =
+    transport === 'http' ? 'http.route' : transport === 'grpc' ? 'rpc.method' : 'messaging.destination.name';
+  attributes = Object.freeze(
+    operation === undefined
+      ? { 'ctxflow.transport': transport }
+      : { 'ctxflow.transport': transport, [key]: operation },
+  );
+  // Operations are routes, methods and topics the service declared: few. The cap only bounds memory.
+  if (attributeSets.size < MAX_ATTRIBUTE_SETS) attributeSets.set(id, attributes);
+  return attributes;
+}
+
+const MAX_ATTRIBUTE_SETS = 1_000;
+const attributeSets = new Map<string, Attributes>();
+
+/** Records the budget a request or message arrived with (`ctxflow.budget.arrival`); nothing when it had no deadline. */
+export function recordArrival(attributes: Attributes, budgetMs: number | undefined): void {
+  if (budgetMs !== undefined && Number.isFinite(budgetMs)) meter().budget.record(budgetMs, attributes);
+}
+
+/**
+ * Where the end of a context came from: `local` when this hop decided it (its deadline, its
+ * caller gone, its handler failing), `downstream` when the handler passed on a callee's end
+ * (a rethrown `DeadlineExceededError`): so the hop that ran out of time is the one counting
+ * `deadline_exceeded` as `local`.
+ */
+export type CauseSource = 'local' | 'downstream';
+
+/** Counts a context that ended before its request's work did (`ctxflow.context.ended`), by cause. */
+export function countEnded(attributes: Attributes, cause: CauseCode, source: CauseSource = 'local'): void {
+  const code = STANDARD_CAUSES.has(cause) ? cause : 'other';
+  meter().ended.add(1, { ...attributes, 'ctxflow.cause': code, 'ctxflow.cause.source': source });
+}
+
+/** Counts a request refused on arrival for want of budget (`ctxflow.request.shed`). */
+export function countShed(attributes: Attributes): void {
+  meter().shed.add(1, attributes);
 }

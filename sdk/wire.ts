@@ -40,6 +40,15 @@ export {
 } from './foreign.ts';
 export { acceptInbound, type InboundCall, type InboundOptions } from './inbound.ts';
 export {
+  BUDGET_BUCKETS_MS,
+  type CauseSource,
+  countEnded,
+  countShed,
+  hopAttributes,
+  recordArrival,
+  type Transport,
+} from './metrics.ts';
+export {
   type OutboundHeaders,
   type OutboundOptions,
   type OutboundSetter,

@@ -10,7 +10,12 @@ import type {
 import * as grpc from '@grpc/grpc-js';
 import { context as otel } from '@opentelemetry/api';
 import { type Cause, type ContextDoneError, current } from '../../sdk/index.ts';
-import { DEFAULT_RESERVE_MS, type EncodeOptions, type OutboundOptions, startOutbound } from '../../sdk/wire.ts';
+import {
+  DEFAULT_RESERVE_MS,
+  type EncodeOptions,
+  type OutboundOptions,
+  startOutbound,
+} from '../../sdk/wire.ts';
 import { typedErrors } from './errors.ts';
 import {
   epochMs,

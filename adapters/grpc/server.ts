@@ -7,9 +7,17 @@ import type {
   ServerMethodDefinition,
 } from '@grpc/grpc-js';
 import * as grpc from '@grpc/grpc-js';
-import { diag, context as otel } from '@opentelemetry/api';
+import { type Attributes, diag, context as otel } from '@opentelemetry/api';
 import type { CancelableContext, Cause, CauseCode, Context } from '../../sdk/index.ts';
-import { acceptInbound, checkForeignHeaders, type InboundOptions } from '../../sdk/wire.ts';
+import {
+  acceptInbound,
+  checkForeignHeaders,
+  countEnded,
+  countShed,
+  hopAttributes,
+  type InboundOptions,
+  recordArrival,
+} from '../../sdk/wire.ts';
 import {
   epochMs,
   fallbackCode,
@@ -30,6 +38,8 @@ export interface ServerInterceptorOptions extends InboundOptions {}
 export interface ServerCall {
   readonly ctx: CancelableContext;
   readonly otelContext: ReturnType<typeof otel.active>;
+  /** The metric attributes of the call: transport and method. */
+  readonly attributes: Attributes;
   /** A status was sent (or the call is gone): nothing more goes out. */
   finished: boolean;
   /** A unary response message went out: its OK status follows and is kept. */
@@ -105,17 +115,23 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
             const callState: ServerCall = {
               ctx,
               otelContext: inbound.otelContext,
+              attributes: hopAttributes('grpc', method.path),
               finished: false,
               responded: false,
               bound: false,
               unlink: noop,
             };
             state = callState;
-            if (ctx.done) {
-              // Shed: the budget is spent before the handler would start.
-              intercepting.sendStatus({
-                code: grpcStatusFor((ctx.cause as Cause).code),
+            recordArrival(callState.attributes, ctx.deadline === undefined ? undefined : ctx.remaining());
+            const shed = ctx.cause;
+            if (shed !== undefined) {
+              // The budget is spent before the handler would start.
+              countShed(callState.attributes);
+              finish(callState);
+              call.sendStatus({
+                code: grpcStatusFor(shed.code),
                 details: `ctxflow: ${ctx.error?.message}`,
+                metadata: withReason(undefined, shed),
               });
               return;
             }
@@ -162,7 +178,7 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
             if (live === undefined || live.finished) return;
             finish(live);
             live.ctx.cancel(nearDeadline(live.ctx.deadline) ? 'deadline_exceeded' : callerGone);
-            live.ctx.cancel();
+            countEnded(live.attributes, (live.ctx.cause as Cause).code);
           },
         };
         startNext(listener);
@@ -181,6 +197,7 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
           // The context ended before this answer: it is not sent, the call ends with the cause.
           // Straight to the next call: ours holds statuses back while a message is in progress.
           finish(state);
+          countEnded(state.attributes, error.cause.code);
           call.sendStatus({
             code: grpcStatusFor(error.cause.code),
             details: `ctxflow: ${error.message}`,
@@ -203,6 +220,7 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
         const cause = ctx.cause;
         let out = status;
         if (cause !== undefined && !(live.responded && status.code === Status.OK)) {
+          countEnded(live.attributes, cause.code);
           const code = grpcStatusFor(cause.code);
           out = {
             code,
@@ -215,9 +233,11 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
             // The handler answered with a context status (a downstream call's, usually): keep its cause.
             const reported = reasonOf(status.metadata) ?? { code: fallbackCode(status.code) };
             ctx.cancel(reported);
+            countEnded(live.attributes, reported.code, 'downstream');
             out = { ...status, metadata: withReason(status.metadata, reported) };
           } else {
             ctx.cancel({ code: 'error', message: Status[status.code] ?? String(status.code) });
+            countEnded(live.attributes, 'error');
           }
         }
         statusNext(out);

@@ -7,16 +7,27 @@
 import { type IncomingHttpHeaders, IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
 import { type Context as OtelContext, context as otel, type TextMapGetter, trace } from '@opentelemetry/api';
 import { getRPCMetadata } from '@opentelemetry/core';
-import { type CancelableContext, type Cause, type Context, ContextDoneError } from '../../sdk/index.ts';
+import {
+  type CancelableContext,
+  type Cause,
+  type CauseCode,
+  type Context,
+  ContextDoneError,
+} from '../../sdk/index.ts';
 import {
   acceptInbound,
   CANCEL_REASON_HEADER,
+  type CauseSource,
   checkForeignHeaders,
+  countEnded,
+  countShed,
   DEFAULT_RESERVE_MS,
   encodeCause,
   ensureContextManager,
+  hopAttributes,
   httpStatusFor,
   type InboundOptions,
+  recordArrival,
 } from '../../sdk/wire.ts';
 
 /** How requests get their context; every field has a default. */
@@ -53,6 +64,7 @@ export interface HandlerOptions extends ServerOptions {
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => unknown;
 
 const SHED: Cause = Object.freeze({ code: 'deadline_exceeded', message: 'budget below minimum' });
+const HTTP = hopAttributes('http');
 const ERROR: Cause = Object.freeze({ code: 'error' });
 const BUDGET_ATTRIBUTE = 'ctxflow.budget_ms';
 const CAUSE_ATTRIBUTE = 'ctxflow.cause';
@@ -64,7 +76,20 @@ const headerGetter: TextMapGetter<IncomingHttpHeaders> = {
 
 // A symbol-keyed property rather than a WeakMap: cheaper per request, and it dies with the request.
 const CONTEXT = Symbol('ctxflow.context');
-type WithContext = IncomingMessage & { [CONTEXT]?: CancelableContext };
+// Set when the handler ends the context with a callee's end (a rethrown context error).
+const PASSED_ON = Symbol('ctxflow.passed-on');
+type WithContext = IncomingMessage & { [CONTEXT]?: CancelableContext; [PASSED_ON]?: boolean };
+
+/**
+ * The route template that served a request (express's `req.baseUrl` + `req.route.path`), for
+ * metrics: never the raw URL, which the client chooses. Undefined without a router.
+ */
+function routeOf(req: IncomingMessage): string | undefined {
+  const { route, baseUrl } = req as { route?: { path?: unknown }; baseUrl?: unknown };
+  const path = route?.path;
+  if (typeof path !== 'string') return undefined;
+  return typeof baseUrl === 'string' ? baseUrl + path : path;
+}
 
 /** The context of a request, for code that holds the request but runs outside its handler. */
 export function contextOf(req: IncomingMessage): Context | undefined {
@@ -90,13 +115,17 @@ export function requestContexts(
     const ctx = call.ctx;
     // The HTTP server span (instrumentation-http), not the span of a middleware (instrumentation-express).
     const span = getRPCMetadata(call.otelContext)?.span ?? trace.getSpan(call.otelContext);
+    let budget: number | undefined;
+    let source: CauseSource = 'local';
     if (ctx.deadline !== undefined) {
-      const remaining = ctx.remaining();
-      span?.setAttribute(BUDGET_ATTRIBUTE, remaining);
-      if (remaining < minBudgetMs) {
+      budget = ctx.remaining();
+      span?.setAttribute(BUDGET_ATTRIBUTE, budget);
+      if (budget < minBudgetMs) {
         ctx.cancel(SHED);
         span?.setAttribute(CAUSE_ATTRIBUTE, SHED.code);
         reply(res, ctx.error as ContextDoneError);
+        recordArrival(HTTP, budget);
+        countShed(HTTP);
         return undefined;
       }
     }
@@ -110,15 +139,24 @@ export function requestContexts(
       }
       signal.addEventListener('abort', () => ctx.cancel(callerGone));
     }
+    // Set when the context ends before the response is complete: what the request died of.
+    let endedBy: CauseCode | undefined;
     ctx.onDone((error) => {
       if (res.writableFinished) return;
-      span?.setAttribute(CAUSE_ATTRIBUTE, error.cause.code);
+      endedBy = error.cause.code;
+      source = (req as WithContext)[PASSED_ON] === true ? 'downstream' : 'local';
+      span?.setAttribute(CAUSE_ATTRIBUTE, endedBy);
       reply(res, error);
     });
     guard(res, ctx);
     // 'close' follows a complete response too; before it, it means the connection went away.
     // Listeners on `res` and `req.signal` die with the request: nothing to remove.
-    res.once('close', () => ctx.cancel(res.writableFinished ? undefined : callerGone));
+    res.once('close', () => {
+      ctx.cancel(res.writableFinished ? undefined : callerGone);
+      const attributes = hopAttributes('http', routeOf(req));
+      recordArrival(attributes, budget);
+      if (endedBy !== undefined) countEnded(attributes, endedBy, source);
+    });
     return call.otelContext;
   };
 }
@@ -167,7 +205,11 @@ export function answerError(
   // Answer first, then end the context: its end would otherwise answer with its own status.
   if (error instanceof ContextDoneError) {
     reply(res, error);
-    ctx?.cancel(error.cause);
+    if (ctx !== undefined && !ctx.done) {
+      // A callee's end, passed on by the handler: not this hop's own.
+      (req as WithContext)[PASSED_ON] = true;
+      ctx.cancel(error.cause);
+    }
     return;
   }
   // Once the context has ended, errors are mostly its aftermath (writing after a 504): not reported.

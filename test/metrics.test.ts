@@ -1,0 +1,289 @@
+/**
+ * ctxflow's metrics as an operator reads them: a real Prometheus scrape over HTTP (the OpenTelemetry
+ * Prometheus exporter), parsed with a Prometheus text-format parser, after real requests over
+ * three HTTP hops and a gRPC call.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import { after, before, describe, test } from 'node:test';
+import { metrics } from '@opentelemetry/api';
+import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import express from 'express';
+import { deadlines, errorHandler } from '../adapters/http/express.ts';
+import { fetch } from '../adapters/http/fetch.ts';
+import { current } from '../sdk/index.ts';
+import { deferred, probeClient, ready, startProbeServer, unary } from './support/grpc.ts';
+import { type Listening, listen } from './support/http.ts';
+import { type Family, parseExposition, type Sample } from './support/prometheus.ts';
+
+const exporter = new PrometheusExporter({ preventServerStart: true });
+let scrapeServer: Listening;
+
+before(async () => {
+  metrics.setGlobalMeterProvider(new MeterProvider({ readers: [exporter] }));
+  scrapeServer = await listen((req, res) => exporter.getMetricsRequestHandler(req, res));
+});
+
+after(async () => {
+  await scrapeServer.close();
+  metrics.disable();
+});
+
+/** Scrapes the endpoint over HTTP and parses it. */
+async function scrape(): Promise<Family[]> {
+  const answer = await globalThis.fetch(`${scrapeServer.url}/metrics`);
+  assert.equal(answer.status, 200);
+  return parseExposition(await answer.text());
+}
+
+/** The samples of the family whose name starts with `prefix`, ending with `suffix` (`_total`, `_count`...). */
+function family(families: Family[], prefix: string, suffix = ''): Sample[] {
+  const found = families.find((f) => f.name.startsWith(prefix));
+  return (found?.samples ?? []).filter((s) => suffix === '' || s.name.endsWith(suffix));
+}
+
+function matches(sample: Sample, labels: Record<string, string>): boolean {
+  return Object.entries(labels).every(([k, v]) => sample.labels[k] === v);
+}
+
+/** The sum of the values of the samples whose labels include `labels`. */
+function count(samples: Sample[], labels: Record<string, string>): number {
+  return samples.filter((s) => matches(s, labels)).reduce((total, s) => total + s.value, 0);
+}
+
+describe('HTTP: three hops', () => {
+  const hops: Listening[] = [];
+  const cStarted = new Map<string, () => void>();
+
+  before(async () => {
+    // Routes are prefixed per hop, so each hop's series are its own although one process serves all three.
+    const c = express();
+    c.use(deadlines({ budgetMs: 50 }));
+    c.get('/c/:mode', async (req, res) => {
+      cStarted.get(req.params.mode)?.();
+      if (req.params.mode === 'quick') {
+        res.send('ok');
+        return;
+      }
+      await new Promise((resolve) => current().signal.addEventListener('abort', resolve));
+    });
+    c.use(errorHandler());
+    hops.push(await listen(c));
+    const b = express();
+    b.use(deadlines());
+    b.get('/b/:mode', async (req, res) => {
+      res.send(await (await fetch(`${hops[0]?.url}/c/${req.params.mode}`)).text());
+    });
+    b.use(errorHandler());
+    hops.push(await listen(b));
+    const a = express();
+    a.use(deadlines({ budgetMs: 10_000, trustInbound: false }));
+    a.get('/a/:mode', async (req, res) => {
+      res.send(await (await fetch(`${hops[1]?.url}/b/${req.params.mode}`)).text());
+    });
+    a.use(errorHandler());
+    hops.push(await listen(a));
+  });
+
+  after(() => Promise.all(hops.map((h) => h.close())));
+
+  test('budget on arrival decreases hop by hop; exactly one deadline_exceeded where the time ran out', async () => {
+    const a = hops[2] as Listening;
+    assert.equal((await globalThis.fetch(`${a.url}/a/quick`)).status, 200);
+    const slow = await globalThis.fetch(`${a.url}/a/slow`);
+    assert.equal(slow.status, 504);
+    assert.equal(slow.headers.get('ctx-cancel-reason'), 'deadline_exceeded');
+
+    const families = await scrape();
+    const budget = (suffix: string, route: string, more: Record<string, string> = {}) =>
+      count(family(families, 'ctxflow_budget_arrival', suffix), { http_route: route, ...more });
+    for (const route of ['/a/:mode', '/b/:mode', '/c/:mode'])
+      assert.equal(
+        budget('_count', route),
+        2,
+        `${route}: ${JSON.stringify(family(families, 'ctxflow_budget_arrival', '_count'))}`,
+      );
+    const [sa, sb, sc] = ['/a/:mode', '/b/:mode', '/c/:mode'].map((route) => budget('_sum', route)) as [
+      number,
+      number,
+      number,
+    ];
+    assert.ok(sa > sb && sb > sc, `budget sums ${sa} > ${sb} > ${sc}`);
+    // C's own 50 ms budget: both samples in the low-end buckets, none in A's (10 s).
+    assert.equal(budget('_bucket', '/c/:mode', { le: '50' }), 2);
+    assert.equal(budget('_bucket', '/a/:mode', { le: '5000' }), 0);
+
+    const ended = family(families, 'ctxflow_context_ended', '_total');
+    assert.equal(
+      count(ended, {
+        ctxflow_transport: 'http',
+        ctxflow_cause: 'deadline_exceeded',
+        ctxflow_cause_source: 'local',
+      }),
+      1,
+      JSON.stringify(ended),
+    );
+    assert.equal(
+      count(ended, {
+        http_route: '/c/:mode',
+        ctxflow_cause: 'deadline_exceeded',
+        ctxflow_cause_source: 'local',
+      }),
+      1,
+    );
+    for (const route of ['/a/:mode', '/b/:mode']) {
+      assert.equal(
+        count(ended, {
+          http_route: route,
+          ctxflow_cause: 'deadline_exceeded',
+          ctxflow_cause_source: 'downstream',
+        }),
+        1,
+        route,
+      );
+    }
+  });
+
+  test('a client that hangs up: client_disconnected at the edge, upstream_cancelled behind it', async () => {
+    const before = family(await scrape(), 'ctxflow_context_ended', '_total');
+    const started = deferred();
+    cStarted.set('gone', started.resolve);
+    const client = new AbortController();
+    const pending = globalThis.fetch(`${hops[2]?.url}/a/gone`, { signal: client.signal }).catch(() => {});
+    await started.promise;
+    client.abort();
+    await pending;
+    const expected = [
+      ['/a/:mode', 'client_disconnected'],
+      ['/b/:mode', 'upstream_cancelled'],
+      ['/c/:mode', 'upstream_cancelled'],
+    ];
+    // Each hop counts when its response closes: poll the scrape until all three are in.
+    let ended: Sample[] = [];
+    for (let i = 0; i < 200; i++) {
+      ended = family(await scrape(), 'ctxflow_context_ended', '_total');
+      const seen = expected.map(
+        ([route, cause]) =>
+          count(ended, { http_route: route as string, ctxflow_cause: cause as string }) -
+          count(before, { http_route: route as string, ctxflow_cause: cause as string }),
+      );
+      if (seen.every((n) => n === 1)) return;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.fail(`not every hop counted its cancel: ${JSON.stringify(ended)}`);
+  });
+
+  test('a request arriving below the minimum budget is shed and counted', async () => {
+    const answer = await globalThis.fetch(`${hops[1]?.url}/b/quick`, { headers: { 'ctx-timeout': '1' } });
+    assert.equal(answer.status, 504);
+    assert.equal(
+      count(family(await scrape(), 'ctxflow_request_shed', '_total'), { ctxflow_transport: 'http' }),
+      1,
+    );
+  });
+});
+
+test('gRPC: the method is the attribute; a budget that runs out counts deadline_exceeded', async () => {
+  const server = await startProbeServer(
+    {
+      unary: async () => {
+        await new Promise((resolve) => current().signal.addEventListener('abort', resolve));
+        return {};
+      },
+    },
+    { ctxflow: { budgetMs: 30 } },
+  );
+  const client = probeClient(server.address);
+  try {
+    await ready(client);
+    await unary(client).catch(() => {});
+    const ended = family(await scrape(), 'ctxflow_context_ended', '_total');
+    assert.equal(
+      count(ended, {
+        rpc_method: '/ctxflow.test.Probe/Unary',
+        ctxflow_cause: 'deadline_exceeded',
+        ctxflow_transport: 'grpc',
+      }),
+      1,
+      JSON.stringify(ended),
+    );
+    const budget = family(await scrape(), 'ctxflow_budget_arrival', '_count');
+    assert.equal(count(budget, { rpc_method: '/ctxflow.test.Probe/Unary' }), 1);
+  } finally {
+    client.close();
+    await server.close();
+  }
+});
+
+test('10,000 requests with random paths and hostile headers add no series beyond the declared routes', async () => {
+  const app = express();
+  app.use(deadlines());
+  app.get('/items/:id', (_req, res) => {
+    res.send('ok');
+  });
+  app.use(errorHandler());
+  const server = await listen(app);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+  // Every fourth request carries a valid budget, so the declared route has series of its own.
+  const hostile = (i: number) => {
+    const junk = randomBytes(12).toString('base64');
+    return {
+      'ctx-timeout': i % 4 === 0 ? '1000' : junk,
+      'ctx-deadline': `9${junk}`,
+      'ctx-cancel-reason': `x ${junk}`,
+      'connect-timeout-ms': junk,
+    };
+  };
+  const one = (i: number) =>
+    new Promise<void>((resolve, reject) => {
+      const path =
+        i % 2 === 0 ? `/items/${randomBytes(6).toString('hex')}` : `/${randomBytes(8).toString('hex')}`;
+      http
+        .get(`${server.url}${path}`, { agent, headers: hostile(i) }, (res) => {
+          res.resume();
+          res.on('end', resolve);
+        })
+        .on('error', reject);
+    });
+  try {
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next < 10_000) await one(next++);
+      }),
+    );
+    const families = await scrape();
+    const ours = families.filter((f) => f.name.startsWith('ctxflow_'));
+    const routes = new Set(
+      ours.flatMap((f) => f.samples.map((s) => s.labels.http_route)).filter((r) => r !== undefined),
+    );
+    assert.deepEqual(
+      [...routes].filter((r) => !r.startsWith('/a/') && !r.startsWith('/b/') && !r.startsWith('/c/')),
+      ['/items/:id'],
+    );
+    for (const f of ours) {
+      for (const sample of f.samples) {
+        for (const value of Object.values(sample.labels)) {
+          assert.ok(
+            !/[+/=]{2}|[A-Za-z0-9+/]{16}/.test(value) || value.startsWith('/'),
+            `${f.name}: ${value}`,
+          );
+        }
+      }
+    }
+    const rejected = family(families, 'ctxflow_inbound_rejected', '_total');
+    const headers = new Set(rejected.map((s) => s.labels.header));
+    for (const header of headers) {
+      assert.ok(
+        ['ctx-timeout', 'ctx-deadline', 'ctx-cancel-reason', 'connect-timeout-ms'].includes(header as string),
+        header,
+      );
+    }
+    assert.ok(rejected.length <= 4 * 4, `${rejected.length} rejected series`);
+  } finally {
+    agent.destroy();
+    await server.close();
+  }
+});
