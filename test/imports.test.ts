@@ -46,7 +46,7 @@ function violation(file: string, specifier: string): string | undefined {
 
 function libraryFiles(): string[] {
   return fs
-    .globSync(['sdk/**/*.ts', 'adapters/**/*.ts'], { cwd: ROOT })
+    .globSync(['sdk/**/*.ts', 'adapters/**/*.ts', 'cli/**/*.ts'], { cwd: ROOT })
     .filter((file) => !file.endsWith('.test.ts'))
     .map((file) => file.split(path.sep).join('/'));
 }
