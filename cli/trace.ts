@@ -52,7 +52,7 @@ export interface RenderOptions {
 
 // Attribute (tag) names that say what budget a span's hop had: on arrival (server, consumer) or sent (client, producer).
 const BUDGET_TAGS = ['ctxflow.budget.arrival_ms', 'ctxflow.budget_ms', 'ctxflow.budget.sent_ms'];
-const CAUSE_TAGS = ['ctxflow.cause', 'ctxflow.cancel.cause'];
+const CAUSE_TAGS = ['ctxflow.cause.code', 'ctxflow.cause', 'ctxflow.cancel.cause'];
 
 function tag(span: JaegerSpan, keys: readonly string[]): unknown {
   for (const key of keys) {
