@@ -1,0 +1,12 @@
+export { Breaker, type BreakerOptions, type BreakerState, breaker } from './breaker.ts';
+export { RetryBudget, type RetryBudgetOptions } from './budget.ts';
+export { Bulkhead, type BulkheadOptions, bulkhead } from './bulkhead.ts';
+export {
+  BulkheadFullError,
+  CircuitOpenError,
+  InsufficientBudgetError,
+  ResilienceError,
+  ShuttingDownError,
+} from './errors.ts';
+export { type Clock, type Policy, type Random, wrap } from './policy.ts';
+export { isRetryable, Retry, type RetryOptions, retry } from './retry.ts';
