@@ -83,6 +83,9 @@ export class Retry implements Policy {
       if (caller.remaining() - delay < this.#minRemainingMs) throw failure;
       if (!this.budget.tryRetry()) throw failure;
       await sleep(caller, delay);
+      // Timers run late on a busy loop: the deadline may have come before the backoff ended.
+      caller.throwIfDone();
+      if (caller.remaining() < this.#minRemainingMs) throw failure;
     }
   }
 
