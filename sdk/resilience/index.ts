@@ -8,5 +8,8 @@ export {
   ResilienceError,
   ShuttingDownError,
 } from './errors.ts';
+export { Hedge, type HedgeOptions, hedge } from './hedge.ts';
+export { LatencyWindow } from './latency.ts';
 export { type Clock, type Policy, type Random, wrap } from './policy.ts';
 export { isRetryable, Retry, type RetryOptions, retry } from './retry.ts';
+export { Shed, type ShedOptions, shed } from './shed.ts';
