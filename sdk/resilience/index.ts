@@ -13,3 +13,4 @@ export { LatencyWindow } from './latency.ts';
 export { type Clock, type Policy, type Random, wrap } from './policy.ts';
 export { isRetryable, Retry, type RetryOptions, retry } from './retry.ts';
 export { Shed, type ShedOptions, shed } from './shed.ts';
+export { type Admission, Shutdown, type ShutdownOptions, type ShutdownState, shutdown } from './shutdown.ts';
