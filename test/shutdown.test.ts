@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import type http from 'node:http';
 import { describe, test } from 'node:test';
 import { fetch } from '../adapters/fetch.ts';
@@ -113,5 +114,30 @@ describe('graceful shutdown', () => {
     assert.equal(arrived.length, 1);
     await app.close();
     await health.close();
+  });
+
+  test('SIGTERM, when opted in, drains and exits 0', async () => {
+    const child = spawn(process.execPath, ['test/support/shutdown-child.ts'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      const first = out === '';
+      out += chunk.toString();
+      if (first) child.kill('SIGTERM');
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const events = out
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
+    assert.equal(code, 0);
+    assert.deepEqual(events, [
+      { ready: true },
+      { refused: 'ShuttingDownError' },
+      { short: 'finished' },
+      { long: 'shutdown' },
+      { drain: 0 },
+    ]);
   });
 });
