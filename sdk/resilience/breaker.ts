@@ -1,6 +1,6 @@
 import { type Context, current } from '../context.ts';
 import { CircuitOpenError, ResilienceError } from './errors.ts';
-import { type Clock, endedByCaller, type Policy, runUnder } from './policy.ts';
+import { type Clock, endedByCaller, type Policy } from './policy.ts';
 import { SlidingCounts } from './window.ts';
 
 /** When a breaker opens, for how long, and how it tries the dependency again. */
@@ -93,7 +93,7 @@ export class Breaker implements Policy {
     }
     let result: T;
     try {
-      result = await runUnder(caller, fn);
+      result = await fn(caller);
     } catch (error) {
       const probe = this.#endProbe(period);
       if (!endedByCaller(caller, error) && this.#isFailure(error)) this.#failure(probe, period >= 0);

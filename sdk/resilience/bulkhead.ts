@@ -1,6 +1,6 @@
 import { type Context, current } from '../context.ts';
 import { BulkheadFullError } from './errors.ts';
-import { type Policy, runUnder } from './policy.ts';
+import type { Policy } from './policy.ts';
 
 /** How many calls a bulkhead runs at once and how many may wait. */
 export interface BulkheadOptions {
@@ -54,7 +54,7 @@ export class Bulkhead implements Policy {
     if (this.#active >= this.#limit) await this.#wait(caller);
     else this.#active++;
     try {
-      return await runUnder(caller, fn);
+      return await fn(caller);
     } finally {
       this.#release();
     }

@@ -1,7 +1,7 @@
 import { type Counter, diag, metrics, context as otel, trace } from '@opentelemetry/api';
 import type { Cause } from '../cause.ts';
 import { type Context, current } from '../context.ts';
-import { type Policy, runUnder } from './policy.ts';
+import type { Policy } from './policy.ts';
 
 /** What the detector found: work still running `afterMs` after its context ended. */
 export interface OutlivedReport {
@@ -71,7 +71,7 @@ export class OutlivedDetector implements Policy {
       timer.unref();
     });
     try {
-      return await runUnder(ctx, fn);
+      return await fn(ctx);
     } finally {
       stop();
       if (timer !== undefined) clearTimeout(timer);

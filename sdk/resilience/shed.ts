@@ -1,7 +1,7 @@
 import { type Context, current } from '../context.ts';
 import { InsufficientBudgetError } from './errors.ts';
 import { LatencyWindow } from './latency.ts';
-import { type Policy, runUnder } from './policy.ts';
+import type { Policy } from './policy.ts';
 
 /** What work is expected to cost: a fixed figure, or one learned from recent durations. */
 export interface ShedOptions {
@@ -50,9 +50,9 @@ export class Shed implements Policy {
     const expected = this.expectedMs();
     const remaining = caller.remaining();
     if (remaining < expected) throw new InsufficientBudgetError(this.#name, remaining, expected);
-    if (this.#window === undefined) return await runUnder(caller, fn);
+    if (this.#window === undefined) return await fn(caller);
     const started = performance.now();
-    const result = await runUnder(caller, fn);
+    const result = await fn(caller);
     this.#window.record(performance.now() - started);
     return result;
   }
