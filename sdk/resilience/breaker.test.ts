@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { holdEventLoop } from '../../test/support/loop.ts';
 import { background, run, withCancel, withTimeout } from '../context.ts';
 import { DeadlineExceededError } from '../errors.ts';
 import { breaker } from './breaker.ts';
@@ -8,6 +9,8 @@ import { CircuitOpenError } from './errors.ts';
 const fail = () => {
   throw new Error('down');
 };
+
+holdEventLoop();
 
 describe('circuit breaker', () => {
   it('opens on the failure ratio once the volume is reached, half-opens after openMs, closes on probe success', async () => {

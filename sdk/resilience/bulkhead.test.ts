@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { holdEventLoop } from '../../test/support/loop.ts';
 import { background, run, withCancel, withTimeout } from '../context.ts';
 import { CancelledError, DeadlineExceededError } from '../errors.ts';
 import { bulkhead } from './bulkhead.ts';
@@ -10,6 +11,8 @@ function gate(): { wait: Promise<void>; open(): void } {
   const wait = new Promise<void>((resolve) => (open = resolve));
   return { wait, open };
 }
+
+holdEventLoop();
 
 describe('bulkhead', () => {
   it('runs up to limit at once, queues up to queue, refuses the rest with a typed error', async () => {

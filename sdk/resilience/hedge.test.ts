@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { holdEventLoop } from '../../test/support/loop.ts';
 import { background, type Context, run, withTimeout } from '../context.ts';
 import { CancelledError } from '../errors.ts';
 import { RetryBudget } from './budget.ts';
@@ -10,6 +11,8 @@ import { shed } from './shed.ts';
 function never(ctx: Context): Promise<string> {
   return new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)));
 }
+
+holdEventLoop();
 
 describe('hedge', () => {
   it('refuses calls not declared idempotent', () => {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { holdEventLoop } from '../../test/support/loop.ts';
 import { background, type Context, run, withCancel, withTimeout } from '../context.ts';
 import { CancelledError, DeadlineExceededError } from '../errors.ts';
 import { RetryBudget } from './budget.ts';
@@ -7,6 +8,8 @@ import { CircuitOpenError } from './errors.ts';
 import { retry } from './retry.ts';
 
 const noJitter = () => 0;
+
+holdEventLoop();
 
 describe('retry budget', () => {
   it('allows percent of the requests plus the floor, and forgets them after the window', () => {
