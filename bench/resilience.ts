@@ -10,7 +10,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
-import { fetch } from '../adapters/fetch.ts';
+import { fetch } from '../adapters/http/fetch.ts';
 import { background, run, withTimeout } from '../sdk/index.ts';
 import { breaker, bulkhead, type Policy, retry, wrap } from '../sdk/resilience/index.ts';
 import { median, range } from './support/stats.ts';
@@ -53,7 +53,7 @@ async function inProcess(): Promise<void> {
       for (const [name, policy] of Object.entries(variants)) samples.get(name)?.push(await nsPerCall(policy));
     }
   });
-  ctx.release();
+  ctx.cancel();
   const baseline = median(samples.get('bare call (baseline)') ?? []);
   console.log(
     `\nin-process async call, ns per call, median of ${ROUNDS} interleaved rounds of ${CALLS} (min-max):`,
@@ -106,7 +106,7 @@ async function httpRound(url: string, policy: Policy | undefined): Promise<Round
       const start = performance.now();
       await run(ctx, () => (policy === undefined ? get() : policy.execute(get)));
       latencies.push(performance.now() - start);
-      ctx.release();
+      ctx.cancel();
     }
   };
   const cpu = process.cpuUsage();

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import type http from 'node:http';
 import { after, before, describe, test } from 'node:test';
-import { fetch } from '../adapters/fetch.ts';
+import { fetch } from '../adapters/http/fetch.ts';
 import { background, run, withTimeout } from '../sdk/context.ts';
 import { DeadlineExceededError } from '../sdk/errors.ts';
 import { breaker, bulkhead, CircuitOpenError, RetryBudget, retry, wrap } from '../sdk/resilience/index.ts';
@@ -176,7 +176,7 @@ describe('resilience against a flaky HTTP dependency', () => {
     const waited = run(patient, () => b.execute(() => call(`${dep.url}/ok`)));
     await holder;
     assert.equal(await waited, '/ok');
-    patient.release();
+    patient.cancel();
     assert.deepEqual(
       dep.hits.map((hit) => hit.path),
       ['/slow', '/ok'],
@@ -199,6 +199,6 @@ describe('resilience against a flaky HTTP dependency', () => {
       }),
     );
     assert.equal(seen, '/ok');
-    ctx.release();
+    ctx.cancel();
   });
 });

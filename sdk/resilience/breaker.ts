@@ -1,6 +1,6 @@
 import { type Context, current } from '../context.ts';
 import { CircuitOpenError, ResilienceError } from './errors.ts';
-import { type Clock, endedByCaller, type Policy } from './policy.ts';
+import type { Clock, Policy } from './policy.ts';
 import { SlidingCounts } from './window.ts';
 
 /** When a breaker opens, for how long, and how it tries the dependency again. */
@@ -96,7 +96,8 @@ export class Breaker implements Policy {
       result = await fn(caller);
     } catch (error) {
       const probe = this.#endProbe(period);
-      if (!endedByCaller(caller, error) && this.#isFailure(error)) this.#failure(probe, period >= 0);
+      // Once the caller's context has ended, the failure is the caller's, not the dependency's.
+      if (!caller.done && this.#isFailure(error)) this.#failure(probe, period >= 0);
       throw error;
     }
     this.#success(this.#endProbe(period), period >= 0);

@@ -77,12 +77,12 @@ export class Hedge implements Policy {
             finish();
             this.#window.record(performance.now() - started);
             for (const other of attempts) if (other !== ctx) other.cancel(HEDGE_LOST);
-            ctx.release();
+            ctx.cancel();
             resolve(value);
           },
           (error: unknown) => {
             pending--;
-            ctx.release();
+            ctx.cancel();
             if (settled) return;
             // The caller's end, or nothing else left to wait for, ends the call.
             if (caller.done) {

@@ -1,5 +1,4 @@
 import { type Context, current } from '../context.ts';
-import { ContextDoneError } from '../errors.ts';
 
 /**
  * One resilience policy: `execute(fn)` runs `fn` under `current()` (or a child of it the policy
@@ -33,14 +32,6 @@ export function wrap(...policies: Policy[]): Policy {
       return await next(current());
     },
   };
-}
-
-/**
- * True when `error` reports the end of `caller` itself (its deadline or its cancellation), which
- * no policy may count against a dependency or retry. Also true for any error once `caller` is done.
- */
-export function endedByCaller(caller: Context, error: unknown): boolean {
-  return caller.done || (error instanceof ContextDoneError && error === caller.error);
 }
 
 /** Runs `fn(ctx)` under `ctx`, turning a synchronous throw into a rejection. */

@@ -44,9 +44,9 @@ describe('retry', () => {
     assert.ok(seen.every((ctx) => ctx !== parent));
     assert.ok(
       seen.slice(0, 2).every((ctx) => ctx.done),
-      'finished attempts are released',
+      'finished attempts are cancelled, which frees them',
     );
-    parent.release();
+    parent.cancel();
   });
 
   it('gives up after maxAttempts with the last error, and never retries a refusal', async () => {
@@ -103,7 +103,7 @@ describe('retry', () => {
       /flaky/,
     );
     assert.ok(performance.now() - started < 1_000);
-    parent.release();
+    parent.cancel();
   });
 
   it('never retries the caller own deadline, and an attempt timeout is retried', async () => {
@@ -121,7 +121,7 @@ describe('retry', () => {
       ),
     );
     assert.equal(result, 'third');
-    parent.release();
+    parent.cancel();
 
     const short = withTimeout(background(), 30);
     calls = 0;

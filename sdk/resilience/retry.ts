@@ -1,5 +1,5 @@
 import { type CancelableContext, type Context, current, withCancel, withTimeout } from '../context.ts';
-import { ContextDoneError } from '../errors.ts';
+import { isContextDoneError } from '../errors.ts';
 import { RetryBudget } from './budget.ts';
 import { ResilienceError } from './errors.ts';
 import { type Policy, type Random, runUnder, sleep } from './policy.ts';
@@ -30,7 +30,7 @@ export interface RetryOptions {
  * end or a policy's refusal (network errors, errors the caller throws for a bad answer).
  */
 export function isRetryable(error: unknown, attempt: Context): boolean {
-  if (error instanceof ContextDoneError) return error === attempt.error || error.cause.code === 'shutdown';
+  if (isContextDoneError(error)) return error === attempt.error || error.cause.code === 'shutdown';
   return !(error instanceof ResilienceError);
 }
 
@@ -74,7 +74,7 @@ export class Retry implements Policy {
       } catch (error) {
         failure = error;
       } finally {
-        ctx.release();
+        ctx.cancel();
       }
       if (caller.done) throw caller.error;
       if (attempt >= this.#maxAttempts || !this.#retryOn(failure, ctx)) throw failure;

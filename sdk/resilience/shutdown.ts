@@ -104,7 +104,7 @@ export class Shutdown implements Policy {
         if (ended) return;
         ended = true;
         this.#inFlight.delete(ctx);
-        ctx.release();
+        ctx.cancel();
         if (this.#inFlight.size === 0) this.#idle?.();
       },
     };
@@ -147,7 +147,7 @@ export class Shutdown implements Policy {
         }
       }
     } finally {
-      drain.release();
+      drain.cancel();
       this.#state = 'stopped';
     }
   }

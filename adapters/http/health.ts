@@ -1,6 +1,6 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { Shutdown } from '../sdk/resilience/shutdown.ts';
-import { CANCEL_REASON_HEADER } from '../sdk/wire.ts';
+import type { Shutdown } from '../../sdk/resilience/shutdown.ts';
+import { CANCEL_REASON_HEADER } from '../../sdk/wire.ts';
 
 type Next = (error?: unknown) => void;
 
