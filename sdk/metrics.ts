@@ -38,6 +38,7 @@ interface Instruments {
   readonly budget: Histogram;
   readonly ended: Counter;
   readonly shed: Counter;
+  readonly outlived: Counter;
 }
 
 let provider: MeterProvider | undefined;
@@ -66,6 +67,10 @@ function meter(): Instruments {
     shed: m.createCounter('ctxflow.request.shed', {
       description: 'Requests refused on arrival because their budget was below the minimum',
       unit: '{request}',
+    }),
+    outlived: m.createCounter('ctxflow.outlived', {
+      description: 'Work still running a while after its context ended',
+      unit: '{work}',
     }),
   };
   return instruments;
@@ -125,4 +130,10 @@ export function countEnded(attributes: Attributes, cause: CauseCode, source: Cau
 /** Counts a request refused on arrival for want of budget (`ctxflow.request.shed`). */
 export function countShed(attributes: Attributes): void {
   meter().shed.add(1, attributes);
+}
+
+/** Counts work still running a while after its context ended (`ctxflow.outlived`), by the detector's name and the cause. */
+export function countOutlived(name: string, cause: CauseCode): void {
+  const code = STANDARD_CAUSES.has(cause) ? cause : 'other';
+  meter().outlived.add(1, { 'ctxflow.work': name, 'ctxflow.cause': code });
 }

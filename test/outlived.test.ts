@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { DiagLogLevel, diag, metrics } from '@opentelemetry/api';
+import { DiagLogLevel, diag, metrics, context as otel, trace } from '@opentelemetry/api';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
+import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 import express from 'express';
 import { deadlines, errorHandler } from '../adapters/http/express.ts';
 import { fetch } from '../adapters/http/fetch.ts';
@@ -34,6 +35,7 @@ function sleepHonouring(ctx: Context, ms: number): Promise<void> {
 
 describe('outlived-work detector', () => {
   const reader = new Reader();
+  const spans = new InMemorySpanExporter();
   const warnings: string[] = [];
   const reports: OutlivedReport[] = [];
   const finished: string[] = [];
@@ -41,6 +43,9 @@ describe('outlived-work detector', () => {
 
   before(async () => {
     metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
+    trace.setGlobalTracerProvider(
+      new TracerProvider({ spanProcessors: [new SimpleSpanProcessor({ exporter: spans })] }),
+    );
     diag.setLogger(
       {
         warn: (message: string) => warnings.push(message),
@@ -54,6 +59,12 @@ describe('outlived-work detector', () => {
     const detector = outlived({ name: 'orders', afterMs: 100, onReport: (report) => reports.push(report) });
     const app = express();
     app.use(deadlines({ budgetMs: 50 }));
+    // A server span per request, ended with the answer, as instrumentation-http makes.
+    app.use((req, res, next) => {
+      const span = trace.getTracer('test').startSpan(`GET ${req.path}`);
+      res.once('finish', () => span.end());
+      otel.with(trace.setSpan(otel.active(), span), next);
+    });
     app.get(
       '/ignores',
       detector.bind(async () => {
@@ -79,6 +90,7 @@ describe('outlived-work detector', () => {
     await server.close();
     diag.disable();
     metrics.disable();
+    trace.disable();
   });
 
   test('fires for a handler that ignores its signal, naming the trace and the cause; quiet for one that honours it', async () => {
@@ -109,6 +121,15 @@ describe('outlived-work detector', () => {
       ),
     );
 
+    // The request's span had ended with its 504: the event is on a zero-length child in the same trace.
+    const exported = spans.getFinishedSpans();
+    const request = exported.find((span) => span.name === 'GET /ignores');
+    const event = exported.filter((span) => span.name === 'ctxflow.outlived');
+    assert.equal(event.length, 1);
+    assert.equal(event[0]?.spanContext().traceId, TRACE_ID);
+    assert.equal(event[0]?.parentSpanContext?.spanId, request?.spanContext().spanId);
+    assert.equal(event[0]?.events[0]?.attributes?.['ctxflow.cause'], 'deadline_exceeded');
+
     const { resourceMetrics } = await reader.collect();
     const points = resourceMetrics.scopeMetrics
       .flatMap((scope) => scope.metrics)
@@ -116,7 +137,7 @@ describe('outlived-work detector', () => {
       .flatMap((metric) => metric.dataPoints as { attributes: object; value: unknown }[]);
     assert.deepEqual(
       points.map((point) => [point.attributes, point.value]),
-      [[{ name: 'orders', cause: 'deadline_exceeded' }, 1]],
+      [[{ 'ctxflow.work': 'orders', 'ctxflow.cause': 'deadline_exceeded' }, 1]],
     );
   });
 });

@@ -1,7 +1,10 @@
-import { type Counter, diag, metrics, context as otel, trace } from '@opentelemetry/api';
+import { diag, context as otel, ROOT_CONTEXT, trace } from '@opentelemetry/api';
 import type { Cause } from '../cause.ts';
 import { type Context, current } from '../context.ts';
+import { countOutlived } from '../metrics.ts';
 import type { Policy } from './policy.ts';
+
+const OUTLIVED = 'ctxflow.outlived';
 
 /** What the detector found: work still running `afterMs` after its context ended. */
 export interface OutlivedReport {
@@ -22,20 +25,6 @@ export interface OutlivedOptions {
   afterMs?: number;
   /** Called with each report, besides the diag log, the span event and the counter. */
   onReport?: (report: OutlivedReport) => void;
-}
-
-let provider: unknown;
-let counter: Counter | undefined;
-
-function count(report: OutlivedReport): void {
-  const global = metrics.getMeterProvider();
-  if (global !== provider || counter === undefined) {
-    provider = global;
-    counter = global.getMeter('ctxflow').createCounter('ctxflow.outlived', {
-      description: 'Work still running a while after its context ended',
-    });
-  }
-  counter.add(1, { name: report.name, cause: report.cause.code });
 }
 
 /**
@@ -87,13 +76,16 @@ export class OutlivedDetector implements Policy {
     diag.warn(
       `ctxflow: ${report.name} still running ${Math.round(report.overMs)} ms after its context ended (${report.cause.code}), trace ${report.traceId ?? 'unknown'}`,
     );
+    const attributes = { 'ctxflow.cause': report.cause.code, 'ctxflow.over_ms': Math.round(report.overMs) };
     if (span?.isRecording()) {
-      span.addEvent('ctxflow.outlived', {
-        'ctxflow.cause': report.cause.code,
-        'ctxflow.over_ms': report.overMs,
-      });
+      span.addEvent(OUTLIVED, attributes);
+    } else if (span !== undefined) {
+      // The request's span usually ended with its answer: a zero-length child keeps the event in the trace.
+      const child = trace.getTracer('ctxflow').startSpan(OUTLIVED, {}, trace.setSpan(ROOT_CONTEXT, span));
+      child.addEvent(OUTLIVED, attributes);
+      child.end();
     }
-    count(report);
+    countOutlived(report.name, report.cause.code);
     this.#onReport?.(report);
   }
 }
