@@ -37,7 +37,8 @@ export function installFaultHooks(options: FaultHookOptions = {}): () => void {
     const ctx = current();
     const wasDone = ctx.done;
     // Roots (background, withoutCancel) ignore cancel: a fault there belongs to no request.
-    (ctx as CancelableContext).cancel({ code: 'error', message: kind });
+    const cancel = (ctx as Partial<CancelableContext>).cancel;
+    if (typeof cancel === 'function') cancel.call(ctx, { code: 'error', message: kind });
     const inRequest = wasDone || ctx.done;
     log(
       `ctxflow: ${kind} ${inRequest ? 'in' : 'outside any'} request, trace ${ctx.traceId ?? 'unknown'}`,
