@@ -69,15 +69,18 @@ export class Retry implements Policy {
     for (let attempt = 1; ; attempt++) {
       const ctx = this.#attemptContext(caller);
       let failure: unknown;
+      let retryable: boolean;
       try {
         return await runUnder(ctx, fn);
       } catch (error) {
         failure = error;
+        // Classified before the attempt is cancelled, while its own end (a timeout) is still telling.
+        retryable = !caller.done && attempt < this.#maxAttempts && this.#retryOn(error, ctx);
       } finally {
         ctx.cancel();
       }
       if (caller.done) throw caller.error;
-      if (attempt >= this.#maxAttempts || !this.#retryOn(failure, ctx)) throw failure;
+      if (!retryable) throw failure;
       const delay = this.#random() * Math.min(this.#maxDelayMs, this.#baseMs * 2 ** (attempt - 1));
       // Sleeping into the deadline only to refuse the attempt would waste the caller's time.
       if (caller.remaining() - delay < this.#minRemainingMs) throw failure;
