@@ -4,17 +4,27 @@ import { after, before, describe, test } from 'node:test';
 import { fetch } from '../adapters/http/fetch.ts';
 import { background, run, withTimeout } from '../sdk/context.ts';
 import { DeadlineExceededError } from '../sdk/errors.ts';
-import { breaker, bulkhead, CircuitOpenError, RetryBudget, retry, wrap } from '../sdk/resilience/index.ts';
+import {
+  breaker,
+  bulkhead,
+  CircuitOpenError,
+  hedge,
+  RetryBudget,
+  retry,
+  wrap,
+} from '../sdk/resilience/index.ts';
 import { type Listening, listen } from './support/http.ts';
 
 /** A dependency on loopback: /fail answers 503, /ok 200, /slow?ms= after a delay; it records each request. */
 interface Dependency extends Listening {
   hits: { path: string; at: number; timeout: string | undefined }[];
   failing: boolean;
+  /** Requests whose caller went away before the answer. */
+  abandoned: number;
 }
 
 async function dependency(): Promise<Dependency> {
-  const state = { hits: [] as Dependency['hits'], failing: true };
+  const state = { hits: [] as Dependency['hits'], failing: true, abandoned: 0 };
   const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://x');
     const header = req.headers['ctx-timeout'];
@@ -29,7 +39,10 @@ async function dependency(): Promise<Dependency> {
     };
     if (url.pathname === '/slow') {
       const timer = setTimeout(answer, Number(url.searchParams.get('ms')));
-      res.on('close', () => clearTimeout(timer));
+      res.on('close', () => {
+        clearTimeout(timer);
+        if (!res.writableFinished) state.abandoned++;
+      });
     } else {
       answer();
     }
@@ -200,5 +213,27 @@ describe('resilience against a flaky HTTP dependency', () => {
     );
     assert.equal(seen, '/ok');
     ctx.cancel();
+  });
+
+  test('hedge: a slow first attempt is overtaken, the loser is aborted at the dependency, the budget pays', async () => {
+    dep.hits = [];
+    dep.failing = false;
+    dep.abandoned = 0;
+    const budget = new RetryBudget({ percent: 0, minPerSecond: 0.1, windowMs: 10_000, now: () => 0 });
+    const h = hedge({ idempotent: true, delayMs: 30, budget });
+    const url = () => (dep.hits.length === 0 ? `${dep.url}/slow?ms=5000` : `${dep.url}/ok`);
+    const started = performance.now();
+    assert.equal(await h.execute(() => call(url())), '/ok');
+    assert.ok(performance.now() - started < 1_000, 'the hedge answered, not the slow attempt');
+    assert.deepEqual(
+      dep.hits.map((hit) => hit.path),
+      ['/slow', '/ok'],
+    );
+    while (dep.abandoned === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.equal(budget.balance(), 0, 'the hedged attempt came out of the retry budget');
+
+    dep.hits = [];
+    await h.execute(() => call(`${dep.url}/slow?ms=60`));
+    assert.equal(dep.hits.length, 1, 'with the budget spent, no hedge');
   });
 });
