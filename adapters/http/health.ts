@@ -1,5 +1,5 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { Shutdown } from '../../sdk/resilience/shutdown.ts';
+import type { Shutdown } from '../../sdk/resilience/index.ts';
 import { CANCEL_REASON_HEADER } from '../../sdk/wire.ts';
 
 type Next = (error?: unknown) => void;
