@@ -56,3 +56,13 @@ export {
 } from './outbound.ts';
 export { ensureContextManager } from './scope.ts';
 export { httpFallbackCause, httpStatusFor } from './status.ts';
+export {
+  ATTR_BUDGET_ARRIVAL,
+  ATTR_BUDGET_SENT,
+  ATTR_CAUSE,
+  ATTR_CAUSE_MESSAGE,
+  ATTR_DEADLINE,
+  EVENT_CONTEXT_END,
+  traceEnd,
+  traceInbound,
+} from './tracing.ts';

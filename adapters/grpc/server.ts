@@ -47,6 +47,8 @@ export interface ServerCall {
   /** The handler was bound by `wrapService`. */
   bound: boolean;
   unlink: () => void;
+  /** Stops recording the context's end on the handler's span, before a normal end. */
+  untrace: () => void;
 }
 
 /**
@@ -120,6 +122,7 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
               responded: false,
               bound: false,
               unlink: noop,
+              untrace: noop,
             };
             state = callState;
             recordArrival(callState.attributes, ctx.deadline === undefined ? undefined : ctx.remaining());
@@ -241,6 +244,7 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
           }
         }
         statusNext(out);
+        live.untrace();
         ctx.cancel();
       },
     });

@@ -2,7 +2,9 @@
 
 import type * as grpc from '@grpc/grpc-js';
 import type { Metadata } from '@grpc/grpc-js';
+import { trace } from '@opentelemetry/api';
 import { ContextDoneError, run } from '../../sdk/index.ts';
+import { traceInbound } from '../../sdk/wire.ts';
 import type { GrpcContextError } from './errors.ts';
 import { grpcStatusFor, isContextStatus, Status, withReason } from './metadata.ts';
 import { stateOf } from './server.ts';
@@ -73,6 +75,8 @@ function bindHandler(handler: Handler, self: unknown): Handler {
       return;
     }
     state.bound = true;
+    // The server span of instrumentation-grpc, when present, is active only from here on.
+    state.untrace = traceInbound(trace.getActiveSpan(), state.ctx);
     run(state.ctx, () => handleCall(handler, self, call, callback));
   };
 }

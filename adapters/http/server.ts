@@ -28,6 +28,7 @@ import {
   httpStatusFor,
   type InboundOptions,
   recordArrival,
+  traceInbound,
 } from '../../sdk/wire.ts';
 
 /** How requests get their context; every field has a default. */
@@ -66,8 +67,6 @@ export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => unkn
 const SHED: Cause = Object.freeze({ code: 'deadline_exceeded', message: 'budget below minimum' });
 const HTTP = hopAttributes('http');
 const ERROR: Cause = Object.freeze({ code: 'error' });
-const BUDGET_ATTRIBUTE = 'ctxflow.budget_ms';
-const CAUSE_ATTRIBUTE = 'ctxflow.cause';
 
 const headerGetter: TextMapGetter<IncomingHttpHeaders> = {
   get: (carrier, key) => carrier[key],
@@ -117,12 +116,11 @@ export function requestContexts(
     const span = getRPCMetadata(call.otelContext)?.span ?? trace.getSpan(call.otelContext);
     let budget: number | undefined;
     let source: CauseSource = 'local';
+    const untrace = traceInbound(span, ctx);
     if (ctx.deadline !== undefined) {
       budget = ctx.remaining();
-      span?.setAttribute(BUDGET_ATTRIBUTE, budget);
       if (budget < minBudgetMs) {
         ctx.cancel(SHED);
-        span?.setAttribute(CAUSE_ATTRIBUTE, SHED.code);
         reply(res, ctx.error as ContextDoneError);
         recordArrival(HTTP, budget);
         countShed(HTTP);
@@ -145,13 +143,15 @@ export function requestContexts(
       if (res.writableFinished) return;
       endedBy = error.cause.code;
       source = (req as WithContext)[PASSED_ON] === true ? 'downstream' : 'local';
-      span?.setAttribute(CAUSE_ATTRIBUTE, endedBy);
       reply(res, error);
     });
     guard(res, ctx);
     // 'close' follows a complete response too; before it, it means the connection went away.
-    // Listeners on `res` and `req.signal` die with the request: nothing to remove.
-    res.once('close', () => {
+    // Listeners on `res` and `req.signal` die with the request: nothing to remove. First in line, so
+    // the cancellation is recorded before instrumentation-http ends the server span on the same event.
+    res.prependOnceListener('close', () => {
+      // A complete response is not a cancellation: stop tracing the context before ending it.
+      if (res.writableFinished) untrace();
       ctx.cancel(res.writableFinished ? undefined : callerGone);
       const attributes = hopAttributes('http', routeOf(req));
       recordArrival(attributes, budget);
