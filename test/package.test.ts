@@ -97,10 +97,11 @@ describe('the packed package, installed', () => {
       "import { fetch } from 'ctxflow/fetch';",
       "import { request, withDeadlines } from 'ctxflow/http';",
       "import { clientOptions, serverInterceptor, wrapService } from 'ctxflow/grpc';",
+      "import { init } from 'ctxflow/init';",
       'const ctx: Context = withTimeout(current(), 100);',
       'const left: number = ctx.remaining();',
       'const middleware = [deadlines({ budgetMs: 2_000 }), errorHandler()];',
-      'const parts = [fetch, request, withDeadlines, clientOptions, serverInterceptor, wrapService, acceptInbound, startOutbound, TIMEOUT_HEADER.length];',
+      'const parts = [fetch, request, withDeadlines, clientOptions, serverInterceptor, wrapService, acceptInbound, startOutbound, TIMEOUT_HEADER.length, init];',
       'export const used = [left, middleware, parts, isContextDoneError(new DeadlineExceededError({ code: "deadline_exceeded" }))];',
     ].join('\n');
     fs.writeFileSync(path.join(dir, 'consumer.ts'), consumer);

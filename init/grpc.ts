@@ -1,0 +1,199 @@
+import { createRequire } from 'node:module';
+import {
+  InstrumentationBase,
+  type InstrumentationConfig,
+  InstrumentationNodeModuleDefinition,
+} from '@opentelemetry/instrumentation';
+import type { ClientInterceptorOptions, ServerInterceptorOptions } from '../adapters/grpc/index.ts';
+
+/** What `init()` does on @grpc/grpc-js clients and servers. */
+export interface GrpcOptions extends ClientInterceptorOptions, Omit<ServerInterceptorOptions, 'budgetMs'> {
+  /** This service's own budget per call in milliseconds, or a function of the method path giving it. */
+  budgetMs?: number | ((path: string) => number | undefined);
+  /** Methods (by path, `/package.Service/Method`) ctxflow leaves alone on the server side. */
+  ignore?: (path: string) => boolean;
+}
+
+type Adapter = typeof import('../adapters/grpc/index.ts');
+type Interceptor = ReturnType<Adapter['clientInterceptor']>;
+type ServerInterceptor = ReturnType<Adapter['serverInterceptor']>;
+type Request = (...args: unknown[]) => unknown;
+const REQUEST_METHODS = [
+  'makeUnaryRequest',
+  'makeClientStreamRequest',
+  'makeServerStreamRequest',
+  'makeBidiStreamRequest',
+] as const;
+interface GrpcModule {
+  makeGenericClientConstructor: Request;
+  makeClientConstructor: Request;
+  loadPackageDefinition: Request;
+  Client: { prototype: Record<(typeof REQUEST_METHODS)[number], Request> };
+  Server: { prototype: { addService(service: object, implementation: object): void } };
+}
+// A client that has our interceptor already.
+const EQUIPPED = Symbol('ctxflow.init.grpc');
+
+const VERSIONS = ['>=1.10.4 <2'];
+// The adapter loads grpc-js itself: only load it once the application has (from this file's own
+// folder, compiled `.js` or source `.ts`).
+const ADAPTER = `../adapters/grpc/index${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`;
+
+const require = createRequire(import.meta.url);
+
+/**
+ * Loads @grpc/grpc-js now, when installed, through the require hooks of this and the OpenTelemetry
+ * instrumentations: an ES module application's `import` of a CommonJS package does not go through
+ * `require`, and without the loader hook (no tracing) nothing would patch it; the application then
+ * gets the same, patched, module from the cache.
+ */
+function loadThroughHooks(): void {
+  let resolved: string;
+  try {
+    resolved = require.resolve('@grpc/grpc-js');
+  } catch {
+    return;
+  }
+  require(resolved);
+}
+
+/**
+ * Gives every grpc-js client and server ctxflow's interceptors (adapters/grpc) as the application
+ * loads grpc-js: client calls carry and obey the caller's context; server calls run in a context
+ * built from their metadata, ended and answered as with `serverInterceptor()` and `wrapService()`.
+ */
+export class GrpcContextInstrumentation extends InstrumentationBase<InstrumentationConfig & GrpcOptions> {
+  #adapter: Adapter | undefined;
+  #client: Interceptor | undefined;
+  readonly #servers = new Map<string, ServerInterceptor | undefined>();
+
+  constructor(options: GrpcOptions = {}) {
+    super('ctxflow-init-grpc', '0.1.0', options);
+    loadThroughHooks();
+  }
+
+  #load(): Adapter {
+    this.#adapter ??= require(ADAPTER) as Adapter;
+    return this.#adapter;
+  }
+
+  /** The server interceptor for a method: one per method path, for per-method budgets. */
+  #serverInterceptor(path: string): ServerInterceptor | undefined {
+    if (this.#servers.has(path)) return this.#servers.get(path);
+    const { budgetMs, ignore, ...rest } = this.getConfig();
+    const interceptor =
+      ignore?.(path) === true
+        ? undefined
+        : this.#load().serverInterceptor({
+            ...rest,
+            budgetMs: typeof budgetMs === 'function' ? budgetMs(path) : budgetMs,
+          });
+    this.#servers.set(path, interceptor);
+    return interceptor;
+  }
+
+  /** One server interceptor for every method, dispatching to the one for the method's path. */
+  readonly #dispatch: ServerInterceptor = (method, call) => {
+    const interceptor = this.#serverInterceptor(method.path);
+    return interceptor === undefined ? (call as ReturnType<ServerInterceptor>) : interceptor(method, call);
+  };
+
+  /** Puts our client interceptor first in a client's own list (or provider list), once per client. */
+  #equip(client: Record<symbol, unknown>): void {
+    if (client[EQUIPPED] === true) return;
+    client[EQUIPPED] = true;
+    // grpc-js keeps a client's interceptors, then its interceptor providers, under private symbols,
+    // in that order, as the first two arrays among its own symbol properties.
+    const [interceptors, providers] = Object.getOwnPropertySymbols(client).filter((key) =>
+      Array.isArray(client[key]),
+    );
+    if (interceptors === undefined || providers === undefined) return;
+    this.#client ??= this.#load().clientInterceptor(this.getConfig());
+    const ours = this.#client;
+    if ((client[providers] as unknown[]).length > 0) {
+      client[providers] = [() => ours, ...(client[providers] as unknown[])];
+    } else {
+      client[interceptors] = [ours, ...(client[interceptors] as unknown[])];
+    }
+  }
+
+  /** A client class whose instances get our interceptor when constructed. */
+  #equipped(client: unknown): unknown {
+    if (typeof client !== 'function') return client;
+    const self = this;
+    const Base = client as new (...args: unknown[]) => Record<symbol, unknown>;
+    // Static members (`service`, `serviceName`) are inherited by the subclass.
+    return class extends Base {
+      constructor(...args: unknown[]) {
+        super(...args);
+        self.#equip(this);
+      }
+    };
+  }
+
+  /** Replaces the client classes in a loaded package definition (nested namespaces) with equipped ones. */
+  #equipAll(namespace: unknown, seen: Set<unknown>): void {
+    if (typeof namespace !== 'object' || namespace === null || seen.has(namespace)) return;
+    seen.add(namespace);
+    const record = namespace as Record<string, unknown>;
+    for (const [key, value] of Object.entries(record)) {
+      if (typeof value === 'function' && 'service' in value) record[key] = this.#equipped(value);
+      else this.#equipAll(value, seen);
+    }
+  }
+
+  protected init(): InstrumentationNodeModuleDefinition {
+    const self = this;
+    const wrapRequest = (original: (...args: unknown[]) => unknown) =>
+      function ctxflowRequest(this: Record<symbol, unknown>, ...args: unknown[]) {
+        self.#equip(this);
+        return original.apply(this, args);
+      };
+    return new InstrumentationNodeModuleDefinition(
+      '@grpc/grpc-js',
+      VERSIONS,
+      (exports: GrpcModule) => {
+        // Generated clients call the request methods grpc-js captured when it loaded: equip them
+        // at construction; plain `Client` instances at their first call.
+        for (const method of REQUEST_METHODS) this._wrap(exports.Client.prototype, method, wrapRequest);
+        for (const name of ['makeGenericClientConstructor', 'makeClientConstructor'] as const) {
+          this._wrap(
+            exports,
+            name,
+            (original) =>
+              (...args: unknown[]) =>
+                self.#equipped(original(...args)),
+          );
+        }
+        this._wrap(exports, 'loadPackageDefinition', (original) => (...args: unknown[]) => {
+          const loaded = original(...args);
+          self.#equipAll(loaded, new Set());
+          return loaded;
+        });
+        // Servers read their interceptor list at each call; instrumentation-grpc runs handlers in
+        // a context of its own, so the handlers are bound to the call's context too.
+        this._wrap(exports.Server.prototype, 'addService', (original) => {
+          return function ctxflowAddService(
+            this: { interceptors?: unknown },
+            service: object,
+            implementation: object,
+          ) {
+            const interceptors = Array.isArray(this.interceptors)
+              ? (this.interceptors as ServerInterceptor[])
+              : [];
+            if (!interceptors.includes(self.#dispatch)) this.interceptors = [self.#dispatch, ...interceptors];
+            return original.call(this, service, self.#load().wrapService(implementation));
+          };
+        });
+        return exports;
+      },
+      (exports: GrpcModule) => {
+        for (const method of REQUEST_METHODS) this._unwrap(exports.Client.prototype, method);
+        this._unwrap(exports, 'makeGenericClientConstructor');
+        this._unwrap(exports, 'makeClientConstructor');
+        this._unwrap(exports, 'loadPackageDefinition');
+        this._unwrap(exports.Server.prototype, 'addService');
+      },
+    );
+  }
+}

@@ -1,0 +1,145 @@
+import { type ChannelListener, subscribe, unsubscribe } from 'node:diagnostics_channel';
+import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
+import { context as otel } from '@opentelemetry/api';
+import { isTracingSuppressed } from '@opentelemetry/core';
+import { requestContexts, type ServerOptions } from '../adapters/http/server.ts';
+import { current } from '../sdk/index.ts';
+import { type OutboundOptions, type OutboundSetter, startOutbound } from '../sdk/wire.ts';
+
+/** What `init()` does on node:http and node:https servers (express, fastify, koa and plain http). */
+export interface HttpServerOptions extends Omit<ServerOptions, 'budgetMs' | 'trustInbound'> {
+  /**
+   * This service's own budget per request in milliseconds, or a function of the request giving it
+   * (per route, per listener: `req.url`, `req.socket.localPort`); undefined means none.
+   */
+  budgetMs?: number | ((req: IncomingMessage) => number | undefined);
+  /**
+   * Honour the caller's deadline headers: a boolean, or a function of the request (an edge
+   * listener answers false). Default true.
+   */
+  trustInbound?: boolean | ((req: IncomingMessage) => boolean);
+  /** Requests for which ctxflow does nothing (health checks, long polls); default none. */
+  ignore?: (req: IncomingMessage) => boolean;
+}
+
+/** What `init()` does on outbound node:http/https requests and on fetch/undici. */
+export interface HttpClientOptions extends OutboundOptions {}
+
+type Listener = (this: unknown, req: IncomingMessage, res: ServerResponse) => void;
+type Accept = ReturnType<typeof requestContexts>;
+type Wrapped = Listener & { listener?: Listener };
+type AddListener = (this: unknown, event: string | symbol, listener: (...args: never[]) => void) => unknown;
+
+// A request seen by one wrapped 'request' listener is not set up again by a second one.
+const SEEN = Symbol('ctxflow.init.request');
+type Marked = IncomingMessage & { [SEEN]?: true };
+
+const METHODS = ['on', 'addListener', 'prependListener'] as const;
+const prototypes = [http.Server.prototype, https.Server.prototype] as unknown as Record<
+  string,
+  AddListener
+>[];
+const saved = new Map<Record<string, AddListener>, Record<string, AddListener | undefined>>();
+
+/**
+ * Wraps the 'request' listeners of every node:http and node:https server created from now on (and
+ * listeners added later to existing ones) with the request contexts of the node:http adapter
+ * (`requestContexts`, the core of `withDeadlines` and express's `deadlines()`).
+ * Listeners, not `Server#emit`: they run inside whatever wraps emit (instrumentation-http's server
+ * span), in either order of set-up. Returns the function that undoes it.
+ */
+export function patchHttpServers(options: HttpServerOptions): () => void {
+  const { budgetMs, trustInbound, ignore, ...rest } = options;
+  const fixed = typeof budgetMs !== 'function' && typeof trustInbound !== 'function';
+  const shared = fixed ? requestContexts({ ...rest, budgetMs, trustInbound }) : undefined;
+  const acceptFor = (req: IncomingMessage): Accept =>
+    shared ??
+    requestContexts({
+      ...rest,
+      budgetMs: typeof budgetMs === 'function' ? budgetMs(req) : budgetMs,
+      trustInbound: typeof trustInbound === 'function' ? trustInbound(req) : trustInbound,
+    });
+
+  const wrap = (listener: Listener): Wrapped => {
+    const wrapped: Wrapped = function ctxflowRequest(this: unknown, req, res) {
+      const marked = req as Marked;
+      if (marked[SEEN] === true || ignore?.(req) === true) {
+        listener.call(this, req, res);
+        return;
+      }
+      marked[SEEN] = true;
+      const otelContext = acceptFor(req)(req, res);
+      // Undefined: shed on arrival, answered 504 already.
+      // A closure, not otel.with's thisArg: that calls listener.bind, and an express app's `bind`
+      // is the route method for HTTP's BIND.
+      if (otelContext !== undefined) otel.with(otelContext, () => listener.call(this, req, res));
+    };
+    // EventEmitter#removeListener matches `listener.listener` too (as for once()).
+    wrapped.listener = listener;
+    return wrapped;
+  };
+
+  for (const proto of prototypes) {
+    const originals: Record<string, AddListener | undefined> = {};
+    for (const method of METHODS) {
+      const own = Object.hasOwn(proto, method) ? proto[method] : undefined;
+      originals[method] = own;
+      const original = proto[method] as AddListener;
+      proto[method] = function (this: unknown, event, listener) {
+        const patched = event === 'request' && typeof listener === 'function';
+        return original.call(
+          this,
+          event,
+          patched ? (wrap(listener as unknown as Listener) as never) : listener,
+        );
+      };
+    }
+    saved.set(proto, originals);
+  }
+  return () => {
+    for (const [proto, originals] of saved) {
+      for (const method of METHODS) {
+        const original = originals[method];
+        if (original === undefined) delete proto[method];
+        else proto[method] = original;
+      }
+    }
+    saved.clear();
+  };
+}
+
+const CREATED = 'http.client.request.created';
+
+/** Sets a header unless the caller or an instrumentation (with ctxflow's propagator) already did. */
+const requestSetter: OutboundSetter<ClientRequest> = {
+  set: (carrier, key, value) => {
+    if (!carrier.hasHeader(key)) carrier.setHeader(key, value);
+  },
+  get: (carrier, key) => carrier.getHeader(key) as string | string[] | undefined,
+};
+
+/**
+ * Makes every outbound node:http/https request carry the trace and the remaining budget of
+ * `current()`, and destroys it with the context's error when the context ends first (at once when
+ * it has already ended). Uses the `http.client.request.created` diagnostics channel (Node >= 22.14),
+ * published before the headers go out, in the caller's async context.
+ */
+export function watchHttpClients(options: HttpClientOptions): () => void {
+  const onCreated: ChannelListener = (message) => {
+    // The SDK's own exports (run with tracing suppressed) belong to no request, whatever context they inherit.
+    if (isTracingSuppressed(otel.active())) return;
+    const request = (message as { request: ClientRequest }).request;
+    let unlink: () => void;
+    try {
+      unlink = startOutbound(current(), request, requestSetter, (error) => request.destroy(error), options);
+    } catch (error) {
+      // The context has ended: nothing may be sent.
+      request.destroy(error as Error);
+      return;
+    }
+    request.once('close', unlink);
+  };
+  subscribe(CREATED, onCreated);
+  return () => unsubscribe(CREATED, onCreated);
+}

@@ -1,0 +1,278 @@
+/**
+ * `ctxflow/init`: one call sets up tracing to an OTLP/HTTP collector (Jaeger) and deadlines and
+ * cancellation on every supported transport of an unchanged service. Call it before the
+ * application loads express, @grpc/grpc-js or kafkajs (first import of the process, or
+ * `node --import ctxflow/register`).
+ */
+import { createRequire, register } from 'node:module';
+import {
+  diag,
+  type Context as OtelContext,
+  ProxyTracerProvider,
+  propagation,
+  type Span,
+  SpanKind,
+  type TextMapPropagator,
+  type TextMapSetter,
+  trace,
+} from '@opentelemetry/api';
+import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } from '@opentelemetry/core';
+import type { Instrumentation } from '@opentelemetry/instrumentation';
+import type { NodeSDK, NodeSDKConfiguration } from '@opentelemetry/sdk-node';
+import type { Sampler, SpanProcessor } from '@opentelemetry/sdk-trace';
+import { DeadlinePropagator, getContext } from '../sdk/index.ts';
+import { ATTR_BUDGET_SENT, DEFAULT_RESERVE_MS, ensureContextManager } from '../sdk/wire.ts';
+import { GrpcContextInstrumentation, type GrpcOptions } from './grpc.ts';
+import {
+  type HttpClientOptions,
+  type HttpServerOptions,
+  patchHttpServers,
+  watchHttpClients,
+} from './http.ts';
+import { watchUndici } from './undici.ts';
+
+export type { GrpcOptions } from './grpc.ts';
+export type { HttpClientOptions, HttpServerOptions } from './http.ts';
+
+/** Options of `init()`; every field has a default, most from the standard `OTEL_*` variables. */
+export interface InitOptions {
+  /** The service name on every span. Default `OTEL_SERVICE_NAME`, else OpenTelemetry's `unknown_service`. */
+  serviceName?: string;
+  /**
+   * Base URL of the OTLP/HTTP receiver; spans go to `${endpoint}/v1/traces`. Default
+   * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`, else http://localhost:4318.
+   */
+  endpoint?: string;
+  /**
+   * Start the OpenTelemetry SDK (spans, exporter, instrumentations). False gives deadlines and
+   * cancellation alone, with no span SDK loaded. Default true, false when `OTEL_SDK_DISABLED=true`,
+   * `OTEL_TRACES_EXPORTER=none` or `CTXFLOW_TRACING=false`.
+   */
+  tracing?: boolean;
+  /** The sampler. Default from `OTEL_TRACES_SAMPLER` (parent-based always-on). */
+  sampler?: Sampler;
+  /** Span processors to use instead of the OTLP/HTTP exporter (e.g. for tests or another backend). */
+  spanProcessors?: SpanProcessor[];
+  /** More OpenTelemetry instrumentations to register beside http, express, undici and grpc. */
+  instrumentations?: Instrumentation[];
+  /** Inbound node:http/https servers (express, fastify, koa, plain http); false leaves them alone. */
+  http?: HttpServerOptions | false;
+  /** Outbound node:http/https requests, undici and the global fetch; false leaves them alone. */
+  clients?: HttpClientOptions | false;
+  /** @grpc/grpc-js clients and servers; false leaves them alone. */
+  grpc?: GrpcOptions | false;
+}
+
+/** What `init()` returns. */
+export interface Telemetry {
+  /** True when the OpenTelemetry SDK was started by this call (false without tracing, or when one ran already). */
+  readonly tracing: boolean;
+  /**
+   * Flushes pending spans (within the exporter's timeout), stops the SDK started here and undoes
+   * ctxflow's hooks. Never rejects: an export that fails is reported through OpenTelemetry's diag.
+   */
+  shutdown(): Promise<void>;
+}
+
+/** A ctxflow propagator that also records, on the client span it injects for, the budget it sent. */
+class TracedDeadlinePropagator extends DeadlinePropagator {
+  override inject(otelContext: OtelContext, carrier: unknown, setter: TextMapSetter): void {
+    super.inject(otelContext, carrier, setter);
+    const deadline = getContext(otelContext)?.deadline;
+    if (deadline === undefined) return;
+    // On the span of the call (an SDK span has its kind), not on a server span around it.
+    const span = trace.getSpan(otelContext) as (Span & { kind?: SpanKind }) | undefined;
+    if (span?.isRecording() && (span.kind === SpanKind.CLIENT || span.kind === SpanKind.PRODUCER)) {
+      span.setAttribute(
+        ATTR_BUDGET_SENT,
+        Math.max(0, Math.floor(deadline - Date.now() - DEFAULT_RESERVE_MS)),
+      );
+    }
+  }
+}
+
+/** W3C trace context, W3C baggage and ctxflow's deadline headers: the propagator `init()` registers. */
+export function defaultPropagator(): TextMapPropagator {
+  return new CompositePropagator({
+    propagators: [
+      new W3CTraceContextPropagator(),
+      new W3CBaggagePropagator(),
+      new TracedDeadlinePropagator(),
+    ],
+  });
+}
+
+function flag(value: string | undefined): boolean | undefined {
+  if (value === undefined || value.trim() === '') return undefined;
+  return value.trim().toLowerCase() === 'true';
+}
+
+function tracingFromEnv(env: NodeJS.ProcessEnv): boolean {
+  if (flag(env.OTEL_SDK_DISABLED) === true) return false;
+  if (env.OTEL_TRACES_EXPORTER?.trim().toLowerCase() === 'none') return false;
+  return flag(env.CTXFLOW_TRACING) !== false;
+}
+
+/** A tracer provider is registered already (a NodeSDK the application started itself). */
+function tracerProviderRegistered(): boolean {
+  const provider = trace.getTracerProvider();
+  const delegate = provider instanceof ProxyTracerProvider ? provider.getDelegate() : provider;
+  return delegate.constructor.name !== 'NoopTracerProvider';
+}
+
+const require = createRequire(import.meta.url);
+
+let loaderHookRegistered = false;
+
+/**
+ * Registers OpenTelemetry's loader hook (import-in-the-middle), once, so that ES modules imported
+ * from now on (`import()` after init(), or the whole application after `--import ctxflow/register`)
+ * are instrumented; CommonJS modules are patched on require without it.
+ */
+function registerLoaderHook(): void {
+  if (loaderHookRegistered) return;
+  loaderHookRegistered = true;
+  register('@opentelemetry/instrumentation/hook.mjs', import.meta.url);
+}
+
+function startSdk(options: InitOptions): NodeSDK {
+  registerLoaderHook();
+  // Loaded here, not imported: without tracing the SDK is never loaded.
+  const { NodeSDK } = require('@opentelemetry/sdk-node') as typeof import('@opentelemetry/sdk-node');
+  const { HttpInstrumentation } =
+    require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http');
+  const { ExpressInstrumentation } =
+    require('@opentelemetry/instrumentation-express') as typeof import('@opentelemetry/instrumentation-express');
+  const { UndiciInstrumentation } =
+    require('@opentelemetry/instrumentation-undici') as typeof import('@opentelemetry/instrumentation-undici');
+  const { GrpcInstrumentation } =
+    require('@opentelemetry/instrumentation-grpc') as typeof import('@opentelemetry/instrumentation-grpc');
+  const env = process.env;
+  const config: Partial<NodeSDKConfiguration> = {
+    textMapPropagator: defaultPropagator(),
+    instrumentations: [
+      new HttpInstrumentation(),
+      new ExpressInstrumentation(),
+      new UndiciInstrumentation(),
+      new GrpcInstrumentation(),
+      ...(options.instrumentations ?? []),
+    ],
+  };
+  if (options.serviceName !== undefined) config.serviceName = options.serviceName;
+  if (options.sampler !== undefined) config.sampler = options.sampler;
+  // Traces only, unless the environment asks for metrics or logs.
+  if (env.OTEL_METRICS_EXPORTER === undefined) config.metricReaders = [];
+  if (env.OTEL_LOGS_EXPORTER === undefined) config.logRecordProcessors = [];
+  if (options.spanProcessors !== undefined) {
+    config.spanProcessors = options.spanProcessors;
+  } else if (env.OTEL_TRACES_EXPORTER === undefined || env.OTEL_TRACES_EXPORTER.trim() === 'otlp') {
+    const protocol = env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL;
+    // OTLP/HTTP with JSON unless the environment names another protocol: then NodeSDK picks.
+    if (protocol === undefined || protocol === 'http/json') {
+      const { OTLPTraceExporter } =
+        require('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http');
+      const endpoint = options.endpoint?.replace(/\/+$/, '');
+      config.traceExporter = new OTLPTraceExporter(
+        endpoint === undefined ? {} : { url: `${endpoint}/v1/traces` },
+      );
+    }
+  }
+  const sdk = new NodeSDK(config);
+  sdk.start();
+  return sdk;
+}
+
+function milliseconds(value: string | undefined): number | undefined {
+  if (value === undefined || value.trim() === '') return undefined;
+  const ms = Number(value);
+  return Number.isFinite(ms) && ms >= 0 ? ms : undefined;
+}
+
+/**
+ * `init()` options from environment variables, for `ctxflow/register`: the `OTEL_*` variables are
+ * read by `init()` itself; `CTXFLOW_HTTP_BUDGET_MS` and `CTXFLOW_GRPC_BUDGET_MS` set the servers'
+ * own budgets, `CTXFLOW_HTTP_TRUST_INBOUND=false` and `CTXFLOW_GRPC_TRUST_INBOUND=false` make a
+ * public edge, `CTXFLOW_HTTP=false`, `CTXFLOW_CLIENTS=false` and `CTXFLOW_GRPC=false` opt a
+ * transport out.
+ */
+export function optionsFromEnv(env: NodeJS.ProcessEnv): InitOptions {
+  const options: InitOptions = {};
+  if (flag(env.CTXFLOW_HTTP) === false) options.http = false;
+  else
+    options.http = {
+      budgetMs: milliseconds(env.CTXFLOW_HTTP_BUDGET_MS),
+      trustInbound: flag(env.CTXFLOW_HTTP_TRUST_INBOUND),
+    };
+  if (flag(env.CTXFLOW_CLIENTS) === false) options.clients = false;
+  if (flag(env.CTXFLOW_GRPC) === false) options.grpc = false;
+  else
+    options.grpc = {
+      budgetMs: milliseconds(env.CTXFLOW_GRPC_BUDGET_MS),
+      trustInbound: flag(env.CTXFLOW_GRPC_TRUST_INBOUND),
+    };
+  return options;
+}
+
+let started: Telemetry | undefined;
+
+/**
+ * Starts tracing and ctxflow for the whole process: the OpenTelemetry NodeSDK (OTLP/HTTP exporter,
+ * instrumentations for http, express, undici/fetch and grpc, one propagator for W3C trace context,
+ * baggage and ctxflow's headers) unless tracing is off or an SDK runs already, and ctxflow's hooks
+ * on node:http servers and clients, undici/fetch and grpc-js. Idempotent: later calls return the
+ * first call's handle.
+ */
+export function init(options: InitOptions = {}): Telemetry {
+  if (started !== undefined) return started;
+  const undo: (() => void)[] = [];
+  const wanted = options.tracing ?? tracingFromEnv(process.env);
+  let sdk: NodeSDK | undefined;
+  if (wanted && tracerProviderRegistered()) {
+    diag.info('ctxflow/init: a tracer provider is registered already; using it');
+  } else if (wanted) {
+    sdk = startSdk(options);
+  } else {
+    // No SDK: trace context and baggage still cross every hop.
+    propagation.setGlobalPropagator(defaultPropagator());
+    undo.push(() => propagation.disable());
+  }
+  // An ES module's `import` of node:http does not go through `require`, where instrumentation-http
+  // patches it: require them once so that they are patched, whoever imports them and however.
+  if (wanted) {
+    require('node:http');
+    require('node:https');
+  }
+  // ctxflow's hooks once the SDK (and its context manager) is up. Server listeners run inside
+  // instrumentation-http's emit wrapper in any order; undici subscribers run in order of
+  // subscription: instrumentation-undici's headers go first and ours only fill the gaps.
+  ensureContextManager();
+  if (options.http !== false) undo.push(patchHttpServers(options.http ?? {}));
+  if (options.clients !== false) {
+    undo.push(watchHttpClients(options.clients ?? {}));
+    undo.push(watchUndici(options.clients ?? {}));
+  }
+  if (options.grpc !== false) {
+    const grpc = new GrpcContextInstrumentation(options.grpc ?? {});
+    undo.push(() => grpc.disable());
+  }
+  let stopping: Promise<void> | undefined;
+  const handle: Telemetry = {
+    tracing: sdk !== undefined,
+    shutdown() {
+      stopping ??= (async () => {
+        try {
+          await sdk?.shutdown();
+        } catch (error) {
+          // A collector that is down must not fail the application's exit: the spans are lost, said once.
+          diag.warn('ctxflow/init: flushing spans at shutdown failed', error);
+        } finally {
+          for (const fn of undo.reverse()) fn();
+          if (started === handle) started = undefined;
+        }
+      })();
+      return stopping;
+    },
+  };
+  started = handle;
+  return handle;
+}
