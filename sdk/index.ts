@@ -20,5 +20,6 @@ export {
   DeadlineExceededError,
   isContextDoneError,
 } from './errors.ts';
+export { type LogFields, logFields } from './log.ts';
 export { DeadlinePropagator } from './propagation.ts';
 export { getContext, setContext } from './scope.ts';
