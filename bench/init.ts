@@ -1,0 +1,223 @@
+// init() bench: client -> A -> B (express, global fetch between them, no ctxflow code in the
+// service), four layers in the same run, interleaved:
+//   bare      nothing preloaded
+//   ctxflow   init({ tracing: false }): deadlines and cancellation, no span SDK
+//   otel      NodeSDK with http/express/undici instrumentation (bench/http/otel.ts), spans dropped
+//   init      init() with tracing: the same SDK set-up plus ctxflow, spans dropped
+// Then init()'s start-up time in fresh processes. Pinned as bench/http.ts (load generator on core
+// 0, servers on core 1). Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5), BENCH_CONNECTIONS (10),
+// BENCH_LAYERS (comma-separated subset; the ratios need all four).
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+import { cpuSeconds, median, range } from './support/stats.ts';
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const WARMUP_SECONDS = 1.5;
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
+const STARTUP_RUNS = 7;
+const ALL_LAYERS = ['bare', 'ctxflow', 'otel', 'init'] as const;
+type Layer = (typeof ALL_LAYERS)[number];
+const LAYERS = ALL_LAYERS.filter((layer) =>
+  (process.env.BENCH_LAYERS ?? ALL_LAYERS.join(',')).split(',').includes(layer),
+);
+
+const node = process.execPath;
+const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
+const CORES = availableParallelism();
+const pinned = CORES >= 2 && spawnSync('taskset', ['-V']).status === 0;
+if (pinned) spawnSync('taskset', ['-a', '-cp', '0', String(process.pid)], { stdio: 'ignore' });
+
+interface Server {
+  readonly child: ChildProcess;
+  readonly port: number;
+}
+
+const PRELOAD: Record<Layer, string[]> = {
+  bare: [],
+  ctxflow: ['--import', here('./init/preload.ts')],
+  otel: ['--import', here('./http/otel.ts')],
+  init: ['--import', here('./init/preload.ts')],
+};
+
+function startServer(layer: Layer, role: 'A' | 'B', next?: string): Promise<Server> {
+  const args = ['--conditions=ctxflow-source', ...PRELOAD[layer], here('./http/server.ts')];
+  const env = {
+    ...process.env,
+    BENCH_ROLE: role,
+    BENCH_LAYER: layer,
+    BENCH_CTXFLOW: '0',
+    ...(next === undefined ? {} : { BENCH_NEXT: next }),
+    NODE_ENV: 'production',
+  };
+  const [command, argv] = pinned ? ['taskset', ['-c', '1', node, ...args]] : [node, args];
+  const child = spawn(command as string, argv as string[], {
+    env,
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`${layer}/${role} exited with ${code}`)));
+    child.once('message', (message: { port: number }) => resolve({ child, port: message.port }));
+  });
+}
+
+function spanCount(server: Server): Promise<number> {
+  return new Promise((resolve) => {
+    server.child.once('message', (message: { spans: number }) => resolve(message.spans));
+    server.child.send({ type: 'spans' });
+  });
+}
+
+interface Run {
+  rps: number;
+  p50: number;
+  p99: number;
+  cpuUsPerRequest: number;
+  errors: number;
+}
+
+async function load(url: string, seconds: number, latencies?: number[]): Promise<autocannon.Result> {
+  const instance = autocannon({ url, connections: CONNECTIONS, duration: seconds });
+  instance.on('response', (_client: unknown, _status: number, _bytes: number, ms: number) =>
+    latencies?.push(ms),
+  );
+  return await instance;
+}
+
+async function measure(layer: Layer, a: Server, b: Server): Promise<Run> {
+  const url = `http://127.0.0.1:${a.port}/`;
+  await load(url, WARMUP_SECONDS);
+  const pids = [a.child.pid as number, b.child.pid as number];
+  const cpuBefore = pids.map(cpuSeconds);
+  const latencies: number[] = [];
+  const started = process.hrtime.bigint();
+  const result = await load(url, SECONDS, latencies);
+  const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+  const cpu = pids.map(cpuSeconds).reduce((sum, after, i) => sum + after - (cpuBefore[i] as number), 0);
+  const sorted = Float64Array.from(latencies).sort();
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number;
+  const run = {
+    rps: latencies.length / elapsed,
+    p50: at(0.5),
+    p99: at(0.99),
+    cpuUsPerRequest: (cpu / latencies.length) * 1e6,
+    errors: result.errors + result.non2xx + result.timeouts,
+  };
+  process.stderr.write(
+    `  ${layer.padEnd(8)} ${run.rps.toFixed(0).padStart(6)} req/s  p50 ${run.p50.toFixed(2)} ms  ` +
+      `p99 ${run.p99.toFixed(2)} ms  ${run.cpuUsPerRequest.toFixed(0)} us CPU/req  errors ${run.errors}  ` +
+      `RSS ${pids.map((pid) => rssMb(pid).toFixed(0)).join('+')} MB\n`,
+  );
+  return run;
+}
+
+/** Resident set size of a process in MB, from /proc/PID/status. */
+function rssMb(pid: number): number {
+  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return match === null ? Number.NaN : Number(match[1]) / 1024;
+}
+
+function startup(tracing: boolean): { importMs: number; initMs: number } {
+  const out = spawnSync(node, ['--conditions=ctxflow-source', here('./init/startup.ts')], {
+    encoding: 'utf8',
+    env: { ...process.env, BENCH_TRACING: tracing ? '1' : '0' },
+    timeout: 30_000,
+  });
+  if (out.status !== 0) throw new Error(`start-up bench failed: ${out.stderr}`);
+  return JSON.parse(out.stdout.trim().split('\n').at(-1) as string);
+}
+
+const servers = new Map<Layer, [Server, Server]>();
+try {
+  for (const layer of LAYERS) {
+    const b = await startServer(layer, 'B');
+    const a = await startServer(layer, 'A', `http://127.0.0.1:${b.port}`);
+    servers.set(layer, [a, b]);
+  }
+  process.stderr.write(
+    `node ${process.version}, ${CORES} cores, ${pinned ? 'load generator on core 0, servers on core 1' : 'not pinned'}, ` +
+      `${CONNECTIONS} connections, ${ROUNDS} rounds of ${SECONDS} s after ${WARMUP_SECONDS} s warm-up each\n`,
+  );
+  const runs = new Map<Layer, Run[]>(LAYERS.map((layer) => [layer, []]));
+  for (let round = 1; round <= ROUNDS; round++) {
+    process.stderr.write(`round ${round}\n`);
+    for (const layer of LAYERS) {
+      const [a, b] = servers.get(layer) as [Server, Server];
+      runs.get(layer)?.push(await measure(layer, a, b));
+    }
+  }
+  for (const layer of LAYERS.filter((l) => l === 'otel' || l === 'init')) {
+    const [a, b] = servers.get(layer) as [Server, Server];
+    if ((await spanCount(a)) === 0 || (await spanCount(b)) === 0) {
+      throw new Error(`${layer}: no spans exported, instrumentation not live`);
+    }
+  }
+
+  const rows = ['| layer | req/s median (range) | p50 ms | p99 ms | server CPU us/req (A+B) | errors |'];
+  rows.push('| --- | --- | --- | --- | --- | --- |');
+  const medians = new Map<Layer, Run>();
+  for (const layer of LAYERS) {
+    const list = runs.get(layer) as Run[];
+    const pick = (key: keyof Run) => list.map((run) => run[key]);
+    const m: Run = {
+      rps: median(pick('rps')),
+      p50: median(pick('p50')),
+      p99: median(pick('p99')),
+      cpuUsPerRequest: median(pick('cpuUsPerRequest')),
+      errors: pick('errors').reduce((x, y) => x + y, 0),
+    };
+    medians.set(layer, m);
+    rows.push(
+      `| ${layer} | ${m.rps.toFixed(0)} (${range(pick('rps'), 0)}) | ${m.p50.toFixed(2)} (${range(pick('p50'), 2)}) ` +
+        `| ${m.p99.toFixed(2)} (${range(pick('p99'), 2)}) | ${m.cpuUsPerRequest.toFixed(0)} (${range(pick('cpuUsPerRequest'), 0)}) | ${m.errors} |`,
+    );
+  }
+  const m = (layer: Layer) =>
+    medians.get(layer) ?? {
+      rps: Number.NaN,
+      p50: Number.NaN,
+      p99: Number.NaN,
+      cpuUsPerRequest: Number.NaN,
+      errors: 0,
+    };
+  const ratio = (x: number, y: number) => (x / y).toFixed(2);
+  rows.push('');
+  rows.push(
+    `ctxflow/bare: req/s ${ratio(m('ctxflow').rps, m('bare').rps)}, CPU/req ${ratio(m('ctxflow').cpuUsPerRequest, m('bare').cpuUsPerRequest)}`,
+  );
+  rows.push(
+    `otel/bare: req/s ${ratio(m('otel').rps, m('bare').rps)}, CPU/req ${ratio(m('otel').cpuUsPerRequest, m('bare').cpuUsPerRequest)}`,
+  );
+  rows.push(
+    `init/otel: req/s ${ratio(m('init').rps, m('otel').rps)}, p50 ${ratio(m('init').p50, m('otel').p50)}, ` +
+      `p99 ${ratio(m('init').p99, m('otel').p99)}, CPU/req ${ratio(m('init').cpuUsPerRequest, m('otel').cpuUsPerRequest)}`,
+  );
+
+  for (const [, [a, b]] of servers) {
+    a.child.disconnect();
+    b.child.disconnect();
+  }
+  servers.clear();
+
+  rows.push('');
+  rows.push(`start-up, median of ${STARTUP_RUNS} fresh processes (range):`);
+  for (const tracing of [false, true]) {
+    const samples = Array.from({ length: STARTUP_RUNS }, () => startup(tracing));
+    const imports = samples.map((s) => s.importMs);
+    const inits = samples.map((s) => s.initMs);
+    rows.push(
+      `  tracing ${String(tracing).padEnd(5)}: import ctxflow/init ${median(imports).toFixed(1)} ms (${range(imports, 1)}), ` +
+        `init() ${median(inits).toFixed(1)} ms (${range(inits, 1)})`,
+    );
+  }
+  console.log(rows.join('\n'));
+} finally {
+  for (const [, [a, b]] of servers) {
+    a.child.kill();
+    b.child.kill();
+  }
+}
