@@ -22,6 +22,8 @@ const slow = { ...probe.unary, path: '/ctxflow.test.Probe/Slow' };
 const service = { unary: probe.unary, slow };
 
 const cancelled: string[] = [];
+// Resolved when the slow handler has started: cancelling before that would test nothing.
+let started: () => void = () => {};
 const server = new grpc.Server();
 server.addService(service, {
   unary(call: { metadata: { get(key: string): unknown[] } }, callback: Callback) {
@@ -30,6 +32,7 @@ server.addService(service, {
   slow(_call: unknown, callback: Callback) {
     const ctx = current();
     ctx.onDone((error) => cancelled.push(error.cause.code));
+    started();
     setTimeout(() => callback(null, { remaining: ctx.remaining() }), 2000).unref();
   },
 });
@@ -63,8 +66,12 @@ test('the caller’s budget reaches the handler, less the reserve', async () => 
 
 test('cancelling the caller cancels the call and the handler’s context', async () => {
   const ctx = withCancel(background());
+  const handlerStarted = new Promise<void>((resolve) => {
+    started = resolve;
+  });
   const pending = ctx.run(() => call('slow'));
-  setTimeout(() => ctx.cancel(), 50);
+  await handlerStarted;
+  ctx.cancel();
   const { error } = await pending;
   assert.equal(error?.code, grpc.status.CANCELLED);
   for (let i = 0; i < 100 && cancelled.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
