@@ -5,7 +5,13 @@ import { context as otel } from '@opentelemetry/api';
 import { isTracingSuppressed } from '@opentelemetry/core';
 import { requestContexts, type ServerOptions } from '../adapters/http/server.ts';
 import { current } from '../sdk/index.ts';
-import { type OutboundOptions, type OutboundSetter, startOutbound } from '../sdk/wire.ts';
+import {
+  type OutboundHeaders,
+  type OutboundOptions,
+  type OutboundSetter,
+  startOutbound,
+  TIMEOUT_HEADER,
+} from '../sdk/wire.ts';
 
 /** What `init()` does on node:http and node:https servers (express, fastify, koa and plain http). */
 export interface HttpServerOptions extends Omit<ServerOptions, 'budgetMs' | 'trustInbound'> {
@@ -110,6 +116,15 @@ export function patchHttpServers(options: HttpServerOptions): () => void {
 }
 
 const CREATED = 'http.client.request.created';
+const TRACEPARENT = 'traceparent';
+
+/**
+ * The headers ctxflow still has to write when an instrumentation injected the global propagator's
+ * already (ours among them: the budget too), so that the propagators do not run twice per request.
+ */
+export function written(budget: boolean, trace: boolean): OutboundHeaders {
+  return budget ? 'none' : trace ? 'budget' : 'all';
+}
 
 /** Sets a header unless the caller or an instrumentation (with ctxflow's propagator) already did. */
 const requestSetter: OutboundSetter<ClientRequest> = {
@@ -132,7 +147,15 @@ export function watchHttpClients(options: HttpClientOptions): () => void {
     const request = (message as { request: ClientRequest }).request;
     let unlink: () => void;
     try {
-      unlink = startOutbound(current(), request, requestSetter, (error) => request.destroy(error), options);
+      unlink = startOutbound(
+        current(),
+        request,
+        requestSetter,
+        (error) => request.destroy(error),
+        options,
+        undefined,
+        written(request.hasHeader(TIMEOUT_HEADER), request.hasHeader(TRACEPARENT)),
+      );
     } catch (error) {
       // The context has ended: nothing may be sent.
       request.destroy(error as Error);

@@ -2,8 +2,8 @@ import { type ChannelListener, subscribe, unsubscribe } from 'node:diagnostics_c
 import { context as otel } from '@opentelemetry/api';
 import { isTracingSuppressed } from '@opentelemetry/core';
 import { type ContextDoneError, current } from '../sdk/index.ts';
-import { type OutboundSetter, startOutbound } from '../sdk/wire.ts';
-import type { HttpClientOptions } from './http.ts';
+import { type OutboundSetter, startOutbound, TIMEOUT_HEADER } from '../sdk/wire.ts';
+import { type HttpClientOptions, written } from './http.ts';
 
 /** The parts of undici's request object (as diagnostics channels publish it) used here. */
 interface UndiciRequest {
@@ -70,6 +70,11 @@ export function watchUndici(options: HttpClientOptions): () => void {
         requestSetter,
         (error) => abort(request, error),
         options,
+        undefined,
+        written(
+          headerValue(request, TIMEOUT_HEADER) !== undefined,
+          headerValue(request, 'traceparent') !== undefined,
+        ),
       );
     } catch (error) {
       // The context has ended: undici fails the request with this error when it connects.
