@@ -16,8 +16,9 @@ test('pino with logFields as mixin: trace id, span id and remaining budget on ev
   });
   const log = pino({ mixin: logFields }, sink);
   const spanContext = { traceId: 'a'.repeat(32), spanId: 'b'.repeat(16), traceFlags: 1 };
-  using ctx = withTimeout(background(), 1000);
+  const ctx = withTimeout(background(), 1000);
   ctx.run(() => otel.with(trace.setSpanContext(otel.active(), spanContext), () => log.info('inside')));
+  ctx.cancel();
   log.info('outside');
   const [inside, outside] = lines;
   assert.equal(inside?.trace_id, spanContext.traceId);

@@ -56,8 +56,9 @@ function call(
 }
 
 test('the caller’s budget reaches the handler, less the reserve', async () => {
-  using ctx = withTimeout(background(), 1000);
+  const ctx = withTimeout(background(), 1000);
   const { error, response } = await ctx.run(() => call('unary'));
+  ctx.cancel();
   assert.equal(error, null);
   const remaining = response?.remaining as number;
   assert.ok(remaining > 800 && remaining < 1000, `remaining ${remaining}`);
