@@ -61,6 +61,13 @@ export interface InitOptions {
   clients?: HttpClientOptions | false;
   /** @grpc/grpc-js clients and servers; false leaves them alone. */
   grpc?: GrpcOptions | false;
+  /**
+   * ctxflow's metrics (docs/metrics.md) and the instrumentations': `{ prometheus: {} }` serves a
+   * Prometheus scrape endpoint (port 9464 unless given; host `localhost` unless given). Default off,
+   * unless `OTEL_METRICS_EXPORTER` names exporters (`prometheus` with `OTEL_EXPORTER_PROMETHEUS_PORT`,
+   * `otlp`, `console`). Metrics need tracing on: they come with the SDK.
+   */
+  metrics?: { prometheus?: { port?: number; host?: string } };
 }
 
 /** What `init()` returns. */
@@ -160,8 +167,15 @@ function startSdk(options: InitOptions): NodeSDK {
   };
   if (options.serviceName !== undefined) config.serviceName = options.serviceName;
   if (options.sampler !== undefined) config.sampler = options.sampler;
-  // Traces only, unless the environment asks for metrics or logs.
-  if (env.OTEL_METRICS_EXPORTER === undefined) config.metricReaders = [];
+  // Traces only, unless the options or the environment ask for metrics, or the environment for logs.
+  const prometheus = options.metrics?.prometheus;
+  if (prometheus !== undefined) {
+    const { PrometheusExporter } =
+      require('@opentelemetry/exporter-prometheus') as typeof import('@opentelemetry/exporter-prometheus');
+    config.metricReaders = [new PrometheusExporter({ port: prometheus.port, host: prometheus.host })];
+  } else if (env.OTEL_METRICS_EXPORTER === undefined) {
+    config.metricReaders = [];
+  }
   if (env.OTEL_LOGS_EXPORTER === undefined) config.logRecordProcessors = [];
   if (options.spanProcessors !== undefined) {
     config.spanProcessors = options.spanProcessors;
