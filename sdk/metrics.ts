@@ -39,6 +39,9 @@ interface Instruments {
   readonly ended: Counter;
   readonly shed: Counter;
   readonly outlived: Counter;
+  readonly retries: Counter;
+  readonly breaker: Counter;
+  readonly bulkheadWait: Histogram;
 }
 
 let provider: MeterProvider | undefined;
@@ -71,6 +74,19 @@ function meter(): Instruments {
     outlived: m.createCounter('ctxflow.outlived', {
       description: 'Work still running a while after its context ended',
       unit: '{work}',
+    }),
+    retries: m.createCounter('ctxflow.retry.decisions', {
+      description: 'What a retry policy decided after a failed attempt',
+      unit: '{decision}',
+    }),
+    breaker: m.createCounter('ctxflow.breaker.transitions', {
+      description: 'Circuit breaker state changes',
+      unit: '{transition}',
+    }),
+    bulkheadWait: m.createHistogram('ctxflow.bulkhead.wait', {
+      description: 'Time a call waited in a bulkhead queue',
+      unit: 'ms',
+      advice: { explicitBucketBoundaries: BUDGET_BUCKETS_MS },
     }),
   };
   return instruments;
@@ -136,4 +152,26 @@ export function countShed(attributes: Attributes): void {
 export function countOutlived(name: string, cause: CauseCode): void {
   const code = STANDARD_CAUSES.has(cause) ? cause : 'other';
   meter().outlived.add(1, { 'ctxflow.work': name, 'ctxflow.cause': code });
+}
+
+/**
+ * What a retry policy decided after a failed attempt (`ctxflow.retry.decisions`): `retried`, or why
+ * not: `caller_ended`, `not_retryable`, `attempts`, `deadline` (no time for another), `budget` (the
+ * dependency's retry budget is spent).
+ */
+export type RetryDecision = 'retried' | 'caller_ended' | 'not_retryable' | 'attempts' | 'deadline' | 'budget';
+
+/** Counts a retry policy's decision, by policy name. */
+export function countRetry(policy: string, decision: RetryDecision): void {
+  meter().retries.add(1, { 'ctxflow.policy': policy, 'ctxflow.retry.decision': decision });
+}
+
+/** Counts a circuit breaker entering `state` (`ctxflow.breaker.transitions`). */
+export function countBreakerTransition(policy: string, state: 'open' | 'half-open' | 'closed'): void {
+  meter().breaker.add(1, { 'ctxflow.policy': policy, 'ctxflow.breaker.state': state });
+}
+
+/** Records how long a call waited in a bulkhead queue, and whether it got a slot or left (`ctxflow.bulkhead.wait`). */
+export function recordBulkheadWait(policy: string, waitedMs: number, outcome: 'admitted' | 'left'): void {
+  meter().bulkheadWait.record(waitedMs, { 'ctxflow.policy': policy, 'ctxflow.bulkhead.outcome': outcome });
 }

@@ -1,4 +1,5 @@
 import { type Context, current } from '../context.ts';
+import { countBreakerTransition } from '../metrics.ts';
 import { CircuitOpenError, ResilienceError } from './errors.ts';
 import type { Clock, Policy } from './policy.ts';
 import { SlidingCounts } from './window.ts';
@@ -72,6 +73,7 @@ export class Breaker implements Policy {
   get state(): BreakerState {
     if (this.#state === 'open' && this.#now() - this.#openedAt >= this.#openMs) {
       this.#state = 'half-open';
+      countBreakerTransition(this.#name, 'half-open');
       this.#period++;
       this.#probesRunning = 0;
       this.#probeSuccesses = 0;
@@ -116,6 +118,7 @@ export class Breaker implements Policy {
       if (probe && ++this.#probeSuccesses >= this.#probes) {
         this.#state = 'closed';
         this.#counts.reset();
+        countBreakerTransition(this.#name, 'closed');
       }
     } else if (this.#state === 'closed') {
       this.#counts.addA();
@@ -137,6 +140,7 @@ export class Breaker implements Policy {
   #open(): void {
     this.#state = 'open';
     this.#openedAt = this.#now();
+    countBreakerTransition(this.#name, 'open');
   }
 }
 

@@ -1,4 +1,5 @@
 import { type Context, current } from '../context.ts';
+import { recordBulkheadWait } from '../metrics.ts';
 import { BulkheadFullError } from './errors.ts';
 import type { Policy } from './policy.ts';
 
@@ -63,16 +64,19 @@ export class Bulkhead implements Policy {
   /** Waits in the queue; resolves holding a slot, handed over by the call that freed it. */
   #wait(caller: Context): Promise<void> {
     if (this.#queue.size >= this.#queueLimit) return Promise.reject(new BulkheadFullError(this.#name));
+    const queuedAt = performance.now();
     return new Promise<void>((resolve, reject) => {
       const waiter: Waiter = {
         start: () => {
           stop();
+          recordBulkheadWait(this.#name, performance.now() - queuedAt, 'admitted');
           resolve();
         },
       };
       this.#queue.add(waiter);
       const stop = caller.onDone((error) => {
         this.#queue.delete(waiter);
+        recordBulkheadWait(this.#name, performance.now() - queuedAt, 'left');
         reject(error);
       });
     });

@@ -1,11 +1,14 @@
 import { type CancelableContext, type Context, current, withCancel, withTimeout } from '../context.ts';
 import { isContextDoneError } from '../errors.ts';
+import { countRetry, type RetryDecision } from '../metrics.ts';
 import { RetryBudget } from './budget.ts';
 import { ResilienceError } from './errors.ts';
 import { type Policy, type Random, runUnder, sleep } from './policy.ts';
 
 /** How a retry policy decides whether, when and how often to try again. */
 export interface RetryOptions {
+  /** Names the policy in metrics (`ctxflow.policy`). Default `retry`. */
+  name?: string;
   /** Attempts in all, the first included. Default 3. */
   maxAttempts?: number;
   /** The dependency's retry budget, shared by every policy calling it. Default: one of its own. */
@@ -49,8 +52,10 @@ export class Retry implements Policy {
   readonly #attemptTimeoutMs: number | undefined;
   readonly #retryOn: (error: unknown, attempt: Context) => boolean;
   readonly #random: Random;
+  readonly #name: string;
 
   constructor(options: RetryOptions = {}) {
+    this.#name = options.name ?? 'retry';
     this.budget = options.budget ?? new RetryBudget();
     this.#maxAttempts = options.maxAttempts ?? 3;
     this.#baseMs = options.baseMs ?? 20;
@@ -79,17 +84,24 @@ export class Retry implements Policy {
       } finally {
         ctx.cancel();
       }
-      if (caller.done) throw caller.error;
-      if (!retryable) throw failure;
+      if (caller.done) this.#give(caller.error, 'caller_ended');
+      if (!retryable) this.#give(failure, attempt < this.#maxAttempts ? 'not_retryable' : 'attempts');
       const delay = this.#random() * Math.min(this.#maxDelayMs, this.#baseMs * 2 ** (attempt - 1));
       // Sleeping into the deadline only to refuse the attempt would waste the caller's time.
-      if (caller.remaining() - delay < this.#minRemainingMs) throw failure;
-      if (!this.budget.tryRetry()) throw failure;
+      if (caller.remaining() - delay < this.#minRemainingMs) this.#give(failure, 'deadline');
+      if (!this.budget.tryRetry()) this.#give(failure, 'budget');
+      countRetry(this.#name, 'retried');
       await sleep(caller, delay);
       // Timers run late on a busy loop: the deadline may have come before the backoff ended.
-      caller.throwIfDone();
-      if (caller.remaining() < this.#minRemainingMs) throw failure;
+      if (caller.done) this.#give(caller.error, 'caller_ended');
+      if (caller.remaining() < this.#minRemainingMs) this.#give(failure, 'deadline');
     }
+  }
+
+  /** Gives up: counts why, and throws `error`. */
+  #give(error: unknown, decision: RetryDecision): never {
+    countRetry(this.#name, decision);
+    throw error;
   }
 
   #attemptContext(caller: Context): CancelableContext {
