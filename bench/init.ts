@@ -4,9 +4,10 @@
 //   ctxflow   init({ tracing: false }): deadlines and cancellation, no span SDK
 //   otel      NodeSDK with http/express/undici instrumentation (bench/http/otel.ts), spans dropped
 //   init      init() with tracing: the same SDK set-up plus ctxflow, spans dropped
+//   metrics   init as above, with metrics on (a Prometheus endpoint, not scraped)
 // Then init()'s start-up time in fresh processes. Pinned as bench/http.ts (load generator on core
 // 0, servers on core 1). Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5), BENCH_CONNECTIONS (10),
-// BENCH_LAYERS (comma-separated subset; the ratios need all four).
+// BENCH_LAYERS (comma-separated subset; the ratios need all five).
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -19,7 +20,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const WARMUP_SECONDS = 1.5;
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
 const STARTUP_RUNS = 7;
-const ALL_LAYERS = ['bare', 'ctxflow', 'otel', 'init'] as const;
+const ALL_LAYERS = ['bare', 'ctxflow', 'otel', 'init', 'metrics'] as const;
 type Layer = (typeof ALL_LAYERS)[number];
 const LAYERS = ALL_LAYERS.filter((layer) =>
   (process.env.BENCH_LAYERS ?? ALL_LAYERS.join(',')).split(',').includes(layer),
@@ -41,6 +42,7 @@ const PRELOAD: Record<Layer, string[]> = {
   ctxflow: ['--import', here('./init/preload.ts')],
   otel: ['--import', here('./http/otel.ts')],
   init: ['--import', here('./init/preload.ts')],
+  metrics: ['--import', here('./init/preload.ts')],
 };
 
 function startServer(layer: Layer, role: 'A' | 'B', next?: string): Promise<Server> {
@@ -150,7 +152,7 @@ try {
       runs.get(layer)?.push(await measure(layer, a, b));
     }
   }
-  for (const layer of LAYERS.filter((l) => l === 'otel' || l === 'init')) {
+  for (const layer of LAYERS.filter((l) => l === 'otel' || l === 'init' || l === 'metrics')) {
     const [a, b] = servers.get(layer) as [Server, Server];
     if ((await spanCount(a)) === 0 || (await spanCount(b)) === 0) {
       throw new Error(`${layer}: no spans exported, instrumentation not live`);
@@ -195,6 +197,9 @@ try {
   rows.push(
     `init/otel: req/s ${ratio(m('init').rps, m('otel').rps)}, p50 ${ratio(m('init').p50, m('otel').p50)}, ` +
       `p99 ${ratio(m('init').p99, m('otel').p99)}, CPU/req ${ratio(m('init').cpuUsPerRequest, m('otel').cpuUsPerRequest)}`,
+  );
+  rows.push(
+    `metrics/init: req/s ${ratio(m('metrics').rps, m('init').rps)}, CPU/req ${ratio(m('metrics').cpuUsPerRequest, m('init').cpuUsPerRequest)}`,
   );
 
   for (const [, [a, b]] of servers) {
