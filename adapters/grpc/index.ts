@@ -7,5 +7,6 @@
 export { type ClientInterceptorOptions, clientInterceptor, clientOptions } from './client.ts';
 export { type GrpcContextError, toContextError, typedErrors } from './errors.ts';
 export { grpcStatusFor } from './metadata.ts';
+export { createServer, DEFAULT_RESET_GUARD, type ResetGuard, resetGuard } from './reset-guard.ts';
 export { contextOf, type ServerInterceptorOptions, serverInterceptor } from './server.ts';
 export { type ContextHandler, type ContextService, wrapService } from './service.ts';

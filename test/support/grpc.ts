@@ -10,6 +10,8 @@ import {
   clientOptions,
   type GrpcContextError,
   grpcStatusFor,
+  type ResetGuard,
+  resetGuard,
   type ServerInterceptorOptions,
   serverInterceptor,
   wrapService,
@@ -90,6 +92,8 @@ export interface ServerSetup {
   ctxflow?: ServerInterceptorOptions | false;
   /** Register the implementation through wrapService (default true). */
   wrap?: boolean;
+  /** resetGuard() limits; `true` for its defaults. Default: Node's own guard. */
+  resetGuard?: Partial<ResetGuard> | true;
 }
 
 /** Starts a Probe server on 127.0.0.1 with serverInterceptor (and wrapService unless `wrap: false`). */
@@ -100,6 +104,7 @@ export async function startProbeServer(
   const server = new grpc.Server(
     setup.ctxflow === false ? {} : { interceptors: [serverInterceptor(setup.ctxflow)] },
   );
+  if (setup.resetGuard !== undefined) resetGuard(server, setup.resetGuard === true ? {} : setup.resetGuard);
   const full = {
     unary: impl.unary ?? notImplemented,
     serverStream: impl.serverStream ?? notImplemented,
