@@ -12,6 +12,7 @@ import {
   type ServerOptions,
 } from './server.ts';
 
+export { type ErrorLoggerOptions, errorLogger } from './error-log.ts';
 export { contextOf, type ServerOptions } from './server.ts';
 
 /** Options of the `errorHandler()` middleware. */
@@ -19,7 +20,8 @@ export interface ErrorHandlerOptions {
   /**
    * Called with each handler error that is not a context's end (those are expected), unless the
    * request's context had already ended (writing after a 504 is its aftermath, not a new failure).
-   * Default: print the stack to stderr unless NODE_ENV is `test`, as express does.
+   * Default: `errorLogger()` to stderr (each distinct error's stack once, then a count of its
+   * repeats per minute); nothing when NODE_ENV is `test`.
    */
   onError?: ErrorReporter;
 }

@@ -3,6 +3,7 @@
  * `withDeadlines(handler)` for `http.createServer`, the base of `ctxflow/express`.
  */
 export { type ContextRequestOptions, get, request, responseError } from './client.ts';
+export { type ErrorLoggerOptions, errorLogger } from './error-log.ts';
 export {
   contextOf,
   type ErrorReporter,

@@ -30,6 +30,7 @@ import {
   recordArrival,
   traceInbound,
 } from '../../sdk/wire.ts';
+import { errorLogger } from './error-log.ts';
 
 /** How requests get their context; every field has a default. */
 export interface ServerOptions extends InboundOptions {
@@ -56,7 +57,8 @@ export interface HandlerOptions extends ServerOptions {
   /**
    * Called with each handler error that is not a context's end (those are expected), unless the
    * request's context had already ended (writing after a 504 is its aftermath, not a new failure).
-   * Default: print the stack to stderr unless NODE_ENV is `test`, as express does.
+   * Default: `errorLogger()` to stderr (each distinct error's stack once, then a count of its
+   * repeats per minute); nothing when NODE_ENV is `test`.
    */
   onError?: ErrorReporter;
 }
@@ -227,10 +229,16 @@ export function answerError(
   ctx?.cancel(ERROR);
 }
 
-/** The default error reporter: the stack to stderr, unless NODE_ENV is `test`, as express does. */
+let defaultLog: ((error: unknown) => void) | undefined;
+
+/**
+ * The default error reporter: `errorLogger()` to stderr (each distinct error's stack once, then a
+ * count of its repeats per minute), nothing when NODE_ENV is `test`, as express does.
+ */
 export function reportError(error: unknown): void {
   if (process.env.NODE_ENV === 'test') return;
-  console.error(error instanceof Error ? (error.stack ?? error) : error);
+  defaultLog ??= errorLogger();
+  defaultLog(error);
 }
 
 function statusOf(error: unknown): number {
