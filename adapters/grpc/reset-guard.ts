@@ -44,7 +44,7 @@ function checkedLimit(name: keyof ResetGuard, value: unknown): number {
  * Sets the stream-reset rate limit of the HTTP/2 sessions `server` accepts from now on; call it
  * before `bindAsync` (each bind reads the settings). grpc-js (1.10.4 to 1.14.7 at least) keeps the
  * options it hands to `http2.createServer` in a field of its own: when that field is missing (a
- * grpc-js that changed it), this logs one warning and leaves the server as it is. Throws a
+ * grpc-js that changed it), this logs a warning and leaves the server as it is. Throws a
  * RangeError for a limit that is not a positive integer. Returns `server`.
  */
 export function resetGuard(server: grpc.Server, limits: Partial<ResetGuard> = {}): grpc.Server {
