@@ -4,7 +4,11 @@ import {
   type InstrumentationConfig,
   InstrumentationNodeModuleDefinition,
 } from '@opentelemetry/instrumentation';
-import type { ClientInterceptorOptions, ServerInterceptorOptions } from '../adapters/grpc/index.ts';
+import type {
+  ClientInterceptorOptions,
+  ResetGuard,
+  ServerInterceptorOptions,
+} from '../adapters/grpc/index.ts';
 
 /** What `init()` does on @grpc/grpc-js clients and servers. */
 export interface GrpcOptions extends ClientInterceptorOptions, Omit<ServerInterceptorOptions, 'budgetMs'> {
@@ -12,6 +16,12 @@ export interface GrpcOptions extends ClientInterceptorOptions, Omit<ServerInterc
   budgetMs?: number | ((path: string) => number | undefined);
   /** Methods (by path, `/package.Service/Method`) ctxflow leaves alone on the server side. */
   ignore?: (path: string) => boolean;
+  /**
+   * The HTTP/2 stream-reset limit every server gets at its first `addService` (`resetGuard()` of
+   * `ctxflow/grpc`), so that the cancellations of ctxflow clients do not trip Node's rapid-reset
+   * guard; `false` leaves Node's default (1 000, then 33 per second). Default: `DEFAULT_RESET_GUARD`.
+   */
+  resetGuard?: Partial<ResetGuard> | false;
 }
 
 type Adapter = typeof import('../adapters/grpc/index.ts');
@@ -33,6 +43,8 @@ interface GrpcModule {
 }
 // A client that has our interceptor already.
 const EQUIPPED = Symbol('ctxflow.init.grpc');
+// A server whose reset guard was raised already.
+const GUARDED = Symbol('ctxflow.init.grpc.guard');
 
 const VERSIONS = ['>=1.10.4 <2'];
 // The adapter loads grpc-js itself: only load it once the application has (from this file's own
@@ -80,7 +92,7 @@ export class GrpcContextInstrumentation extends InstrumentationBase<Instrumentat
   /** The server interceptor for a method: one per method path, for per-method budgets. */
   #serverInterceptor(path: string): ServerInterceptor | undefined {
     if (this.#servers.has(path)) return this.#servers.get(path);
-    const { budgetMs, ignore, ...rest } = this.getConfig();
+    const { budgetMs, ignore, resetGuard, ...rest } = this.getConfig();
     const interceptor =
       ignore?.(path) === true
         ? undefined
@@ -178,6 +190,12 @@ export class GrpcContextInstrumentation extends InstrumentationBase<Instrumentat
             service: object,
             implementation: object,
           ) {
+            const guard = self.getConfig().resetGuard;
+            const server = this as { interceptors?: unknown; [GUARDED]?: true };
+            if (guard !== false && server[GUARDED] !== true) {
+              server[GUARDED] = true;
+              self.#load().resetGuard(this as unknown as Parameters<Adapter['resetGuard']>[0], guard);
+            }
             const interceptors = Array.isArray(this.interceptors)
               ? (this.interceptors as ServerInterceptor[])
               : [];

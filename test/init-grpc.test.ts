@@ -1,7 +1,7 @@
 /**
  * init() with tracing off and grpc-js left unchanged: generated clients and plain servers get the
  * interceptors of adapters/grpc (budget sent, cancellation, the call's context in the handler),
- * with per-method budgets.
+ * with per-method budgets, and servers the raised HTTP/2 reset guard.
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
@@ -86,4 +86,10 @@ test('a per-method budget ends the call with DEADLINE_EXCEEDED', async () => {
   assert.equal(error?.code, grpc.status.DEADLINE_EXCEEDED);
   assert.ok(performance.now() - started < 1500);
   assert.deepEqual(cancelled, ['deadline_exceeded']);
+});
+
+test('servers get the raised HTTP/2 reset guard (resetGuard()) at their first addService', () => {
+  const options = (server as unknown as { commonServerOptions: Record<string, unknown> }).commonServerOptions;
+  assert.equal(options.streamResetBurst, 10_000);
+  assert.equal(options.streamResetRate, 1_000);
 });
