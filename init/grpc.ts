@@ -137,7 +137,17 @@ export class GrpcContextInstrumentation extends InstrumentationBase<Instrumentat
     // Static members (`service`, `serviceName`) are inherited by the subclass.
     return class extends Base {
       constructor(...args: unknown[]) {
-        super(...args);
+        // Typed errors (`typedErrors`), as with clientOptions(), unless the client has a transformer of its own.
+        const [address, credentials, options, ...rest] = args;
+        const given = (options ?? {}) as { callInvocationTransformer?: unknown };
+        super(
+          address,
+          credentials,
+          given.callInvocationTransformer === undefined
+            ? { ...given, callInvocationTransformer: self.#load().typedErrors }
+            : given,
+          ...rest,
+        );
         self.#equip(this);
       }
     };

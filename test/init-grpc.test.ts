@@ -16,6 +16,7 @@ after(() => telemetry.shutdown());
 const grpc = await import('@grpc/grpc-js');
 const { probe } = await import('./fixtures/init/probe.ts');
 const { background, current, withCancel, withTimeout } = await import('../sdk/context.ts');
+const { CancelledError, DeadlineExceededError } = await import('../sdk/index.ts');
 
 type Callback = (error: { code: number } | null, response?: Record<string, unknown>) => void;
 const slow = { ...probe.unary, path: '/ctxflow.test.Probe/Slow' };
@@ -75,6 +76,7 @@ test('cancelling the caller cancels the call and the handler’s context', async
   ctx.cancel();
   const { error } = await pending;
   assert.equal(error?.code, grpc.status.CANCELLED);
+  assert.ok(error instanceof CancelledError, 'a generated client gets the typed errors');
   for (let i = 0; i < 100 && cancelled.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
   assert.deepEqual(cancelled, ['upstream_cancelled']);
 });
@@ -84,6 +86,7 @@ test('a per-method budget ends the call with DEADLINE_EXCEEDED', async () => {
   const started = performance.now();
   const { error } = await call('slow');
   assert.equal(error?.code, grpc.status.DEADLINE_EXCEEDED);
+  assert.ok(error instanceof DeadlineExceededError, String(error));
   assert.ok(performance.now() - started < 1500);
   assert.deepEqual(cancelled, ['deadline_exceeded']);
 });
