@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 /**
  * `ctxflow trace <traceId> [--jaeger URL]`: draws a trace from Jaeger as a waterfall (the budget
- * each hop arrived with, and where and why a context ended). The Jaeger URL defaults to
+ * each hop arrived with, and where and why a context ended), then a table of its hops. The Jaeger URL defaults to
  * $JAEGER_URL, then http://localhost:16686.
  */
 import { parseArgs } from 'node:util';
-import { fetchTrace, renderWaterfall } from './trace.ts';
+import { fetchTrace, hopsOf, renderHops, renderWaterfall } from './trace.ts';
 
 const USAGE = 'usage: ctxflow trace <traceId> [--jaeger URL] [--no-color]';
 
@@ -24,6 +24,11 @@ async function main(argv: string[]): Promise<number> {
   const color = process.stdout.isTTY === true && !values['no-color'] && process.env.NO_COLOR === undefined;
   const trace = await fetchTrace(jaeger, traceId);
   for (const line of renderWaterfall(trace, { color })) console.log(line);
+  const hops = hopsOf(trace);
+  if (hops.length > 0) {
+    console.log('');
+    for (const line of renderHops(hops)) console.log(line);
+  }
   if (await hasUi(jaeger)) console.log(`${jaeger.replace(/\/$/, '')}/trace/${traceId}`);
   return 0;
 }

@@ -136,6 +136,81 @@ export function renderWaterfall(trace: JaegerTrace, options: RenderOptions = {})
   return lines;
 }
 
+/** One hop of a trace: a server or consumer span, as the per-hop table shows it. */
+export interface Hop {
+  service: string;
+  transport: 'http' | 'grpc' | 'kafka';
+  /** The budget the hop arrived with, in whole milliseconds. */
+  budgetMs: number | undefined;
+  /** The HTTP status, the gRPC status name, or what became of a message (`handled`, `dead-lettered`, ...). */
+  outcome: string;
+  /** Why the hop's context ended, when it ended before its work. */
+  cause: string | undefined;
+}
+
+const GRPC_STATUS: Record<number, string> = {
+  0: 'OK',
+  1: 'CANCELLED',
+  2: 'UNKNOWN',
+  4: 'DEADLINE_EXCEEDED',
+  8: 'RESOURCE_EXHAUSTED',
+  13: 'INTERNAL',
+  14: 'UNAVAILABLE',
+};
+
+/** The hops of a trace: its server and consumer spans, in start order. */
+export function hopsOf(trace: JaegerTrace): Hop[] {
+  return trace.spans
+    .filter((span) => ['server', 'consumer'].includes(String(tag(span, ['span.kind']))))
+    .sort((a, b) => a.startTime - b.startTime)
+    .map((span) => {
+      const grpcStatus = tag(span, ['rpc.grpc.status_code']);
+      const httpStatus = tag(span, ['http.response.status_code', 'http.status_code']);
+      const kafka = tag(span, ['messaging.system']) === 'kafka';
+      const budget = tag(span, BUDGET_TAGS);
+      const transport = kafka
+        ? 'kafka'
+        : grpcStatus !== undefined || tag(span, ['rpc.system']) === 'grpc'
+          ? 'grpc'
+          : 'http';
+      const outcome = kafka
+        ? String(
+            tag(span, ['ctxflow.kafka.outcome']) ?? (tag(span, ['error']) === true ? 'error' : 'handled'),
+          )
+        : grpcStatus !== undefined
+          ? (GRPC_STATUS[Number(grpcStatus)] ?? String(grpcStatus))
+          : String(httpStatus ?? '?');
+      return {
+        service: trace.processes[span.processID]?.serviceName ?? span.processID,
+        transport,
+        budgetMs: budget === undefined ? undefined : Math.round(Number(budget)),
+        outcome,
+        cause: causeOf(span),
+      };
+    });
+}
+
+/** The per-hop table of a trace as text lines: hop, transport, budget on arrival, outcome, cause. */
+export function renderHops(hops: readonly Hop[]): string[] {
+  const rows = [
+    ['hop', 'transport', 'budget on arrival', 'outcome', 'cause'],
+    ...hops.map((h) => [
+      h.service,
+      h.transport,
+      h.budgetMs === undefined ? '-' : `${h.budgetMs} ms`,
+      h.outcome,
+      h.cause ?? '-',
+    ]),
+  ];
+  const widths = (rows[0] as string[]).map((_, i) => Math.max(...rows.map((r) => (r[i] as string).length)));
+  return rows.map((row) =>
+    row
+      .map((cell, i) => cell.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd(),
+  );
+}
+
 /** Reads a trace from a Jaeger query API (`jaegerUrl`, e.g. http://localhost:16686). */
 export async function fetchTrace(jaegerUrl: string, traceId: string): Promise<JaegerTrace> {
   const response = await fetch(`${jaegerUrl.replace(/\/$/, '')}/api/traces/${traceId}`, {
