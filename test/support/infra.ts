@@ -1,7 +1,7 @@
 /**
  * Endpoints of the test infrastructure, for integration tests.
  *
- * scripts/test.ts starts Kafka and Jaeger (scripts/infra.ts) and exports KAFKA_BROKERS, JAEGER_URL
+ * scripts/test.ts starts Kafka and Jaeger (scripts/infra/) and exports KAFKA_BROKERS, JAEGER_URL
  * and OTEL_EXPORTER_OTLP_ENDPOINT; running a test file alone works after
  * `eval "$(npm run -s infra -- up)"`. When a service is unavailable the test is skipped with the
  * reason, except under CI=true, where missing infrastructure fails the test.
