@@ -1,0 +1,81 @@
+import { randomBytes } from 'node:crypto';
+import { diag, context as otel, ROOT_CONTEXT } from '@opentelemetry/api';
+import type { Message, Producer, ProducerBatch, ProducerRecord, RecordMetadata } from 'kafkajs';
+import { type Context, current, isRelease } from '../../sdk/context.ts';
+import { injectContext } from '../../sdk/propagation.ts';
+import { REQUEST_ID_HEADER, type WireOptions } from '../../sdk/wire.ts';
+import type { CancelBus } from './bus.ts';
+import { headersSetter } from './headers.ts';
+
+/** How the producer writes the context into each message. */
+export interface ProducerOptions extends Pick<WireOptions, 'reserveMs'> {
+  /** Where to publish a cancel event when a context that sent messages is cancelled. */
+  cancelBus?: CancelBus;
+}
+
+// One id per context sent under, so every message of a request is named by one cancel event.
+const requestIds = new WeakMap<Context, string>();
+
+function newRequestId(): string {
+  return randomBytes(12).toString('base64url');
+}
+
+/**
+ * Wraps a kafkajs producer so that every message sent carries the context of `current()`:
+ * `traceparent`, `ctx-timeout` and `ctx-deadline` (absolute, so that time in the queue counts)
+ * and `ctx-request-id`. Sending under a done context rejects with its error and sends nothing.
+ * With a cancel bus, a context that sent messages and is then cancelled (not released) publishes
+ * a cancel event naming them. The other methods are the wrapped producer's.
+ */
+export function producer(inner: Producer, options: ProducerOptions = {}): Producer {
+  const wire: WireOptions = { reserveMs: options.reserveMs, sendDeadline: true };
+  const bus = options.cancelBus;
+
+  const requestIdFor = (ctx: Context): string => {
+    let id = requestIds.get(ctx);
+    if (id !== undefined) return id;
+    id = newRequestId();
+    requestIds.set(ctx, id);
+    if (bus !== undefined) watch(ctx, id, bus);
+    return id;
+  };
+
+  const decorate = (ctx: Context, messages: Message[]): Message[] => {
+    const requestId = requestIdFor(ctx);
+    return messages.map((message) => {
+      const headers = { ...message.headers };
+      injectContext(ctx, headers, headersSetter, wire);
+      headers[REQUEST_ID_HEADER] = requestId;
+      return { ...message, headers };
+    });
+  };
+
+  const send = async (record: ProducerRecord): Promise<RecordMetadata[]> => {
+    const ctx = current();
+    ctx.throwIfDone();
+    return inner.send({ ...record, messages: decorate(ctx, record.messages) });
+  };
+
+  const sendBatch = async (batch: ProducerBatch): Promise<RecordMetadata[]> => {
+    const ctx = current();
+    ctx.throwIfDone();
+    const topicMessages = batch.topicMessages?.map((t) => ({ ...t, messages: decorate(ctx, t.messages) }));
+    return inner.sendBatch({ ...batch, topicMessages });
+  };
+
+  return Object.assign(Object.create(inner) as Producer, { send, sendBatch });
+}
+
+/** Publishes a cancel event for `id` when `ctx` is cancelled; a release publishes nothing. */
+function watch(ctx: Context, id: string, bus: CancelBus): void {
+  ctx.onDone(() => {
+    const cause = ctx.cause;
+    if (cause === undefined || isRelease(cause)) return;
+    // Not work of the cancelled request: published from the root context.
+    otel.with(ROOT_CONTEXT, () =>
+      bus
+        .publish(id, cause)
+        .catch((error: unknown) => diag.error('ctxflow: cancel event not published', error)),
+    );
+  });
+}
