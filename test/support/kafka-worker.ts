@@ -25,7 +25,7 @@ export type WorkerEvent =
   | { type: 'cancel-seen'; requestId: string }
   | { type: 'start'; value: string; requestId?: string; partition: number; remaining: number; now: number }
   | { type: 'end'; value: string; requestId?: string; cause?: string; message?: string }
-  | { type: 'handled'; value: string; remaining: number };
+  | { type: 'handled'; value: string; remaining: number; now: number };
 
 function report(event: WorkerEvent): void {
   process.stdout.write(`${JSON.stringify(event)}\n`);
@@ -61,13 +61,13 @@ await c.run({
   eachMessage: async ({ message, ctx, requestId, partition }) => {
     const value = String(message.value);
     if (config.mode === 'record') {
-      report({ type: 'handled', value, remaining: ctx.remaining() });
+      report({ type: 'handled', value, remaining: ctx.remaining(), now: Date.now() });
       return;
     }
     report({ type: 'start', value, requestId, partition, remaining: ctx.remaining(), now: Date.now() });
     if (config.mode === 'slow') {
       await sleep(config.delayMs ?? 20, undefined, { signal: ctx.signal });
-      report({ type: 'handled', value, remaining: ctx.remaining() });
+      report({ type: 'handled', value, remaining: ctx.remaining(), now: Date.now() });
       return;
     }
     await new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve()));

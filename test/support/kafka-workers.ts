@@ -16,11 +16,13 @@ export interface Worker {
   exited: boolean;
 }
 
-/** Starts a worker; `prefix` runs it under another command (e.g. `faketime -f +30s`). */
-export function startWorker(index: number, config: WorkerConfig, prefix: string[] = []): Worker {
-  const argv = [process.execPath, '--disable-warning=TimeoutNegativeWarning', WORKER, JSON.stringify(config)];
-  const [command, ...args] = [...prefix, ...argv] as [string, ...string[]];
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+/** Starts a worker, with `env` added to its environment (e.g. libfaketime's). */
+export function startWorker(index: number, config: WorkerConfig, env: NodeJS.ProcessEnv = {}): Worker {
+  const args = ['--disable-warning=TimeoutNegativeWarning', WORKER, JSON.stringify(config)];
+  const child = spawn(process.execPath, args, {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ...env },
+  });
   const worker: Worker = { index, child, events: [], partitions: [], exited: false };
   createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
     let event: WorkerEvent;
