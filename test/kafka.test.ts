@@ -248,6 +248,40 @@ describe('ctxflow/kafka', () => {
     assert.equal(bus.cancelled(String(events[0]?.key))?.code, 'client_disconnected');
   });
 
+  it('a rebalance mid-handle cancels the handler (cause rebalance) and the message is handled again', async (t) => {
+    const client = setup(t);
+    if (!client) return;
+    const topic = uniqueTopic('rebalance');
+    await createTopics(client, [topic], 2);
+    await ctx0(producer(raw), topic, 'm');
+    const groupId = `test-${randomUUID()}`;
+    const runs: { who: string; cause?: string }[] = [];
+    const start = async (who: string) => {
+      const c = consumer(client.consumer({ groupId, maxWaitTimeInMs: 100, heartbeatInterval: 100 }), {
+        deadLetterProducer: raw,
+        heartbeatIntervalMs: 100,
+      });
+      await c.connect();
+      await c.subscribe({ topic, fromBeginning: true });
+      await c.run({
+        eachMessage: async ({ ctx }) => {
+          const run: { who: string; cause?: string } = { who };
+          runs.push(run);
+          if (runs.length > 1) return;
+          await new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve()));
+          run.cause = ctx.cause?.code;
+          throw ctx.signal.reason;
+        },
+      });
+      t.after(() => c.disconnect());
+    };
+    await start('first');
+    await waitFor('the first run', () => (runs.length > 0 ? true : undefined));
+    await start('second');
+    await waitFor('the message handled again', () => (runs.length > 1 ? true : undefined), 20_000);
+    assert.equal(runs[0]?.cause, 'rebalance');
+  });
+
   it('sending under a done context rejects with its error and sends nothing', async (t) => {
     const client = setup(t);
     if (!client) return;
