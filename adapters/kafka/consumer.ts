@@ -100,13 +100,16 @@ class Redeliver extends Error {
 interface Running {
   readonly ctx: CancelableContext;
   readonly requestId: string | undefined;
+  readonly heartbeat: () => Promise<void>;
+  readonly since: number;
   redeliver: boolean;
 }
 
 type Outcome = 'handled' | 'skipped' | 'dead-lettered';
 
 const REBALANCE_ERRORS = new Set(['REBALANCE_IN_PROGRESS', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID']);
-const tracer = () => trace.getTracer('ctxflow/kafka');
+// A proxy: it takes up the real tracer whenever a tracing SDK registers one.
+const tracer = trace.getTracer('ctxflow/kafka');
 
 /**
  * Wraps a kafkajs consumer: each message's handler runs in a context rebuilt from its headers,
@@ -151,6 +154,20 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
       entry.ctx.cancel(cause);
     }
   }
+
+  // One timer for the whole consumer, not one per message: it heartbeats for the handlers that
+  // have run longer than the interval (kafkajs only heartbeats between messages), which also
+  // notices a rebalance.
+  let beat: NodeJS.Timeout | undefined;
+  const heartbeatLongRunning = () => {
+    const due = performance.now() - heartbeatMs;
+    for (const entry of running) {
+      if (entry.since > due) continue;
+      entry.heartbeat().catch((error: { type?: string }) => {
+        if (REBALANCE_ERRORS.has(error?.type ?? '')) stopAll({ code: 'rebalance' });
+      });
+    }
+  };
 
   const unsubscribe = bus?.onCancel((requestId, cause) => {
     for (const entry of running) if (entry.requestId === requestId) entry.ctx.cancel(cause);
@@ -210,7 +227,10 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     const requestId = decodeRequestId(headersGetter.get(headers, REQUEST_ID_HEADER));
     // In eachBatch the active context is kafkajs instrumentation's receive span, not the message's.
     const base = batch === undefined ? otel.active() : ROOT_CONTEXT;
-    const call = otel.with(base, () => acceptInbound(headers, headersGetter, inbound));
+    const call =
+      batch === undefined
+        ? acceptInbound(headers, headersGetter, inbound)
+        : otel.with(base, () => acceptInbound(headers, headersGetter, inbound));
     let ctx = call.ctx;
     let otelContext = call.otelContext;
     let expired = false;
@@ -230,14 +250,8 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     const instrumented = batch === undefined && trace.getSpan(base) !== undefined;
     const span = instrumented ? undefined : startSpan(topic, partition, message, otelContext);
     if (span !== undefined) otelContext = trace.setSpan(otelContext, span);
-    const entry: Running = { ctx, requestId, redeliver: false };
+    const entry: Running = { ctx, requestId, heartbeat, since: performance.now(), redeliver: false };
     running.add(entry);
-    const beat = setInterval(() => {
-      heartbeat().catch((error: { type?: string }) => {
-        if (REBALANCE_ERRORS.has(error?.type ?? '')) stopAll({ code: 'rebalance' });
-      });
-    }, heartbeatMs);
-    beat.unref();
     let attempts = 0;
     try {
       for (;;) {
@@ -263,7 +277,6 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
         }
       }
     } finally {
-      clearInterval(beat);
       running.delete(entry);
       ctx.release();
       span?.end();
@@ -275,6 +288,10 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     if ((eachMessage === undefined) === (eachBatch === undefined))
       throw new TypeError('ctxflow/kafka: run needs exactly one of eachMessage and eachBatch');
     if (bus !== undefined) await bus.start();
+    if (beat === undefined) {
+      beat = setInterval(heartbeatLongRunning, heartbeatMs);
+      beat.unref();
+    }
     if (eachMessage !== undefined) {
       return inner.run({
         ...rest,
@@ -307,11 +324,15 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
   };
 
   const stop = async (): Promise<void> => {
+    clearInterval(beat);
+    beat = undefined;
     stopAll({ code: 'shutdown' });
     await inner.stop();
   };
 
   const disconnect = async (): Promise<void> => {
+    clearInterval(beat);
+    beat = undefined;
     stopAll({ code: 'shutdown' });
     unsubscribe?.();
     await inner.disconnect();
@@ -330,7 +351,7 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
 /** A process span per message, child of the producer's span and linked to it. */
 function startSpan(topic: string, partition: number, message: KafkaMessage, parent: OtelContext): Span {
   const remote = trace.getSpanContext(parent);
-  return tracer().startSpan(
+  return tracer.startSpan(
     `${topic} process`,
     {
       kind: SpanKind.CONSUMER,

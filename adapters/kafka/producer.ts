@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { diag, context as otel, ROOT_CONTEXT } from '@opentelemetry/api';
-import type { Message, Producer, ProducerBatch, ProducerRecord, RecordMetadata } from 'kafkajs';
+import type { IHeaders, Message, Producer, ProducerBatch, ProducerRecord, RecordMetadata } from 'kafkajs';
 import { type Context, current, isRelease } from '../../sdk/context.ts';
 import { injectContext } from '../../sdk/propagation.ts';
 import { REQUEST_ID_HEADER, type WireOptions } from '../../sdk/wire.ts';
@@ -40,14 +40,15 @@ export function producer(inner: Producer, options: ProducerOptions = {}): Produc
     return id;
   };
 
+  // The headers are the same for every message of a send: written once, copied per message.
   const decorate = (ctx: Context, messages: Message[]): Message[] => {
-    const requestId = requestIdFor(ctx);
-    return messages.map((message) => {
-      const headers = { ...message.headers };
-      injectContext(ctx, headers, headersSetter, wire);
-      headers[REQUEST_ID_HEADER] = requestId;
-      return { ...message, headers };
-    });
+    const ours: IHeaders = {};
+    injectContext(ctx, ours, headersSetter, wire);
+    ours[REQUEST_ID_HEADER] = requestIdFor(ctx);
+    return messages.map((message) => ({
+      ...message,
+      headers: message.headers === undefined ? ours : { ...message.headers, ...ours },
+    }));
   };
 
   const send = async (record: ProducerRecord): Promise<RecordMetadata[]> => {
