@@ -1,6 +1,8 @@
 // Kafka bench, against the broker in KAFKA_BROKERS (eval "$(npm run -s infra -- env)"):
 //   produce   BENCH_MESSAGES messages in sends of BENCH_BATCH, kafkajs alone vs the ctxflow producer
 //             (each send under a fresh 30 s context): messages/s, CPU of this process per message;
+//             a third variant sends, with kafkajs alone, three fixed headers of the same sizes as
+//             ctxflow's (what carrying the headers costs in kafkajs, apart from ctxflow);
 //   consume   the same number, eachMessage with a no-op handler, kafkajs alone vs the ctxflow
 //             consumer (context per message, expiry check, heartbeat timer), timed from the first
 //             message (the group join is not counted);
@@ -42,6 +44,14 @@ async function topic(partitions = PARTITIONS): Promise<string> {
 
 const value = 'x'.repeat(100);
 const batch = Array.from({ length: BATCH }, () => ({ value }));
+const sameSizeHeaders = {
+  'ctx-timeout': '29999',
+  'ctx-deadline': String(Date.now()),
+  'ctx-request-id': 'x'.repeat(16),
+};
+const batchWithHeaders = batch.map((m) => ({ ...m, headers: sameSizeHeaders }));
+
+type Variant = 'kafkajs' | 'headers' | 'ctxflow';
 
 interface Run {
   perSecond: number;
@@ -57,10 +67,10 @@ async function timed(work: () => Promise<void>): Promise<Run> {
   return { perSecond: MESSAGES / seconds, cpuUsPerMessage: (used.user + used.system) / MESSAGES };
 }
 
-async function produce(send: Producer, variant: 'kafkajs' | 'ctxflow', to: string): Promise<void> {
+async function produce(send: Producer, variant: Variant, to: string): Promise<void> {
   for (let sent = 0; sent < MESSAGES; sent += BATCH) {
-    if (variant === 'kafkajs') {
-      await send.send({ topic: to, messages: batch });
+    if (variant !== 'ctxflow') {
+      await send.send({ topic: to, messages: variant === 'kafkajs' ? batch : batchWithHeaders });
     } else {
       using ctx = withTimeout(background(), 30_000);
       await ctx.run(() => send.send({ topic: to, messages: batch }));
@@ -112,13 +122,13 @@ const raw = kafka.producer();
 await raw.connect();
 const wrapped = producer(raw);
 
-const producing: Record<'kafkajs' | 'ctxflow', Run[]> = { kafkajs: [], ctxflow: [] };
+const producing: Record<Variant, Run[]> = { kafkajs: [], headers: [], ctxflow: [] };
 const consuming: Record<'kafkajs' | 'ctxflow', Run[]> = { kafkajs: [], ctxflow: [] };
 // One warm-up of each producer path, not counted.
 await produce(raw, 'kafkajs', await topic());
 await produce(wrapped, 'ctxflow', await topic());
 for (let round = 0; round < ROUNDS; round++) {
-  for (const variant of ['kafkajs', 'ctxflow'] as const) {
+  for (const variant of ['kafkajs', 'headers', 'ctxflow'] as const) {
     const to = await topic();
     producing[variant].push(await timed(() => produce(variant === 'kafkajs' ? raw : wrapped, variant, to)));
   }
@@ -135,12 +145,17 @@ console.log(
   `kafkajs 2.2.4, ${MESSAGES} messages of ${value.length} B, ${PARTITIONS} partitions, ${ROUNDS} rounds, one broker`,
 );
 for (const [name, runs] of [
-  ['produce', producing],
+  ['produce', producing as Record<'kafkajs' | 'ctxflow', Run[]>],
   ['consume', consuming],
 ] as const) {
   const bare = summary(`${name} kafkajs`, runs.kafkajs);
   const ours = summary(`${name} ctxflow`, runs.ctxflow);
   console.log(bare.line);
+  if (name === 'produce') {
+    const headers = summary('produce +3 headers', producing.headers);
+    console.log(headers.line);
+    console.log(`produce ratio kafkajs+3 headers/kafkajs: ${(headers.rate / bare.rate).toFixed(3)}`);
+  }
   console.log(ours.line);
   console.log(`${name} ratio ctxflow/kafkajs: ${(ours.rate / bare.rate).toFixed(3)}`);
 }
@@ -212,16 +227,16 @@ for (const [name, runs] of [
     return reader;
   };
   (globalThis as { gc?: () => void }).gc?.();
-  const rssBefore = process.memoryUsage().rss;
+  const heapBefore = process.memoryUsage().heapUsed;
   const bus = cancelBus(k, { topic: busTopic });
   await bus.start();
   await sleep(1_000);
   const from = fetches;
   await sleep(5_000);
   (globalThis as { gc?: () => void }).gc?.();
-  const rssAfter = process.memoryUsage().rss;
+  const heapAfter = process.memoryUsage().heapUsed;
   console.log(
-    `idle bus reader: ${((fetches - from) / 5).toFixed(1)} fetch requests/s, +${((rssAfter - rssBefore) / 1048576).toFixed(1)} MB resident`,
+    `idle bus reader: ${((fetches - from) / 5).toFixed(1)} fetch requests/s, heap +${((heapAfter - heapBefore) / 1024).toFixed(0)} kB (reader and its client, after GC)`,
   );
   await bus.stop();
 }
