@@ -216,7 +216,7 @@ describe('ctxflow/kafka', () => {
     t.diagnostic(`cancel to handler abort: ${latency.toFixed(1)} ms`);
   });
 
-  it('a cancel published before the consumer starts still wins; a release publishes nothing', async (t) => {
+  it('a cancel published before the consumer starts still wins; a normal end (plain cancel()) publishes nothing', async (t) => {
     const client = setup(t);
     if (!client) return;
     const topic = uniqueTopic('early-cancel');
@@ -230,7 +230,7 @@ describe('ctxflow/kafka', () => {
     const released = withCancel(background());
     await released.run(() => send.send({ topic, messages: [{ value: 'released' }] }));
     cancelled.cancel('client_disconnected');
-    released.release();
+    released.cancel();
     const events = await readTopic(client, busTopic, 1);
     await sleep(300);
     assert.equal(events.length, 1);

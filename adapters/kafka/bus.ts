@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { diag, context as otel, ROOT_CONTEXT } from '@opentelemetry/api';
 import type { Consumer, IHeaders, Kafka, Producer } from 'kafkajs';
-import type { Cause } from '../../sdk/cause.ts';
+import type { Cause } from '../../sdk/index.ts';
 import {
   CANCEL_REASON_HEADER,
   DEFAULT_MAX_INBOUND_MS,

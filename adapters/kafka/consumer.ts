@@ -9,11 +9,19 @@ import {
   trace,
 } from '@opentelemetry/api';
 import type { Batch, Consumer, ConsumerRunConfig, IHeaders, KafkaMessage, Producer } from 'kafkajs';
-import type { Cause } from '../../sdk/cause.ts';
-import { background, type CancelableContext, newContext } from '../../sdk/context.ts';
-import { acceptInbound, type InboundOptions } from '../../sdk/inbound.ts';
-import { CONTEXT_KEY } from '../../sdk/scope.ts';
-import { CANCEL_REASON_HEADER, decodeRequestId, encodeCause, REQUEST_ID_HEADER } from '../../sdk/wire.ts';
+import { background, type CancelableContext, type Cause, setContext, withDeadline } from '../../sdk/index.ts';
+import {
+  acceptInbound,
+  CANCEL_REASON_HEADER,
+  countEnded,
+  countShed,
+  decodeRequestId,
+  encodeCause,
+  hopAttributes,
+  type InboundOptions,
+  REQUEST_ID_HEADER,
+  recordArrival,
+} from '../../sdk/wire.ts';
 import type { CancelBus } from './bus.ts';
 import { headersGetter } from './headers.ts';
 import { countMessage } from './metrics.ts';
@@ -234,17 +242,21 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     let ctx = call.ctx;
     let otelContext = call.otelContext;
     let expired = false;
+    const attributes = hopAttributes('kafka', topic);
+    recordArrival(attributes, ctx.deadline === undefined ? undefined : ctx.remaining());
     const cancelled = requestId === undefined ? undefined : bus?.cancelled(requestId);
     if (cancelled !== undefined) {
-      ctx.release();
+      ctx.cancel();
+      countShed(attributes);
       return unhandled(topic, partition, message, cancelled);
     }
     if (ctx.done) {
       const cause = ctx.cause ?? { code: 'deadline_exceeded' };
+      countShed(attributes);
       if (onExpired !== 'process') return unhandled(topic, partition, message, cause);
       expired = true;
-      ctx = newContext(background(), Date.now() + budgetMs, ctx.traceId);
-      otelContext = otelContext.setValue(CONTEXT_KEY, ctx);
+      ctx = withDeadline(background(), Date.now() + budgetMs);
+      otelContext = setContext(otelContext, ctx);
     }
     // kafkajs instrumentation already runs eachMessage under a process span of its own.
     const instrumented = batch === undefined && trace.getSpan(base) !== undefined;
@@ -278,7 +290,9 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
       }
     } finally {
       running.delete(entry);
-      ctx.release();
+      const cause = ctx.cause;
+      if (cause !== undefined) countEnded(attributes, cause.code);
+      ctx.cancel();
       span?.end();
     }
   }

@@ -1,14 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { diag, context as otel, ROOT_CONTEXT } from '@opentelemetry/api';
 import type { IHeaders, Message, Producer, ProducerBatch, ProducerRecord, RecordMetadata } from 'kafkajs';
-import { type Context, current, isRelease } from '../../sdk/context.ts';
-import { injectContext } from '../../sdk/propagation.ts';
-import { REQUEST_ID_HEADER, type WireOptions } from '../../sdk/wire.ts';
+import { type Context, current } from '../../sdk/index.ts';
+import { type OutboundOptions, REQUEST_ID_HEADER, startOutbound } from '../../sdk/wire.ts';
 import type { CancelBus } from './bus.ts';
 import { headersSetter } from './headers.ts';
 
 /** How the producer writes the context into each message. */
-export interface ProducerOptions extends Pick<WireOptions, 'reserveMs'> {
+export interface ProducerOptions extends Pick<OutboundOptions, 'reserveMs'> {
   /** Where to publish a cancel event when a context that sent messages is cancelled. */
   cancelBus?: CancelBus;
 }
@@ -24,11 +23,11 @@ function newRequestId(): string {
  * Wraps a kafkajs producer so that every message sent carries the context of `current()`:
  * `traceparent`, `ctx-timeout` and `ctx-deadline` (absolute, so that time in the queue counts)
  * and `ctx-request-id`. Sending under a done context rejects with its error and sends nothing.
- * With a cancel bus, a context that sent messages and is then cancelled (not released) publishes
- * a cancel event naming them. The other methods are the wrapped producer's.
+ * With a cancel bus, a context that sent messages and then ends with a cause other than plain
+ * `cancelled` (its normal end) publishes a cancel event naming them. The other methods are the wrapped producer's.
  */
 export function producer(inner: Producer, options: ProducerOptions = {}): Producer {
-  const wire: WireOptions = { reserveMs: options.reserveMs, sendDeadline: true };
+  const outbound: OutboundOptions = { reserveMs: options.reserveMs, sendDeadline: true };
   const bus = options.cancelBus;
 
   const requestIdFor = (ctx: Context): string => {
@@ -43,7 +42,8 @@ export function producer(inner: Producer, options: ProducerOptions = {}): Produc
   // The headers are the same for every message of a send: written once, copied per message.
   const decorate = (ctx: Context, messages: Message[]): Message[] => {
     const ours: IHeaders = {};
-    injectContext(ctx, ours, headersSetter, wire);
+    // kafkajs cannot take a message back once it is handed over: nothing to abort after this.
+    startOutbound(ctx, ours, headersSetter, noop, outbound)();
     ours[REQUEST_ID_HEADER] = requestIdFor(ctx);
     return messages.map((message) => ({
       ...message,
@@ -53,13 +53,11 @@ export function producer(inner: Producer, options: ProducerOptions = {}): Produc
 
   const send = async (record: ProducerRecord): Promise<RecordMetadata[]> => {
     const ctx = current();
-    ctx.throwIfDone();
     return inner.send({ ...record, messages: decorate(ctx, record.messages) });
   };
 
   const sendBatch = async (batch: ProducerBatch): Promise<RecordMetadata[]> => {
     const ctx = current();
-    ctx.throwIfDone();
     const topicMessages = batch.topicMessages?.map((t) => ({ ...t, messages: decorate(ctx, t.messages) }));
     return inner.sendBatch({ ...batch, topicMessages });
   };
@@ -67,11 +65,17 @@ export function producer(inner: Producer, options: ProducerOptions = {}): Produc
   return Object.assign(Object.create(inner) as Producer, { send, sendBatch });
 }
 
-/** Publishes a cancel event for `id` when `ctx` is cancelled; a release publishes nothing. */
+function noop(): void {}
+
+/**
+ * Publishes a cancel event for `id` when `ctx` ends with any cause but plain `cancelled`: that one
+ * is the normal end of a request (`cancel()` without a cause, `using` leaving its scope), after
+ * which the messages it sent are still meant to be handled.
+ */
 function watch(ctx: Context, id: string, bus: CancelBus): void {
   ctx.onDone(() => {
     const cause = ctx.cause;
-    if (cause === undefined || isRelease(cause)) return;
+    if (cause === undefined || cause.code === 'cancelled') return;
     // Not work of the cancelled request: published from the root context.
     otel.with(ROOT_CONTEXT, () =>
       bus
