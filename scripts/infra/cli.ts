@@ -1,15 +1,24 @@
 /**
- * `npm run infra -- up|down|status|env [kafka|jaeger]...`: starts, stops, reports on and prints
+ * `npm run infra -- up|down|status|env [kafka|jaeger|kafka-cluster]...`: starts, stops, reports on and prints
  * the endpoints of the local test infrastructure (see index.ts and docs/infra.md).
  */
-import { down, formatEnv, runningEnv, SERVICES, type Service, status, up } from './index.ts';
+import {
+  DEFAULT_SERVICES,
+  down,
+  formatEnv,
+  runningEnv,
+  SERVICES,
+  type Service,
+  status,
+  up,
+} from './index.ts';
 
 async function main(args: string[]): Promise<number> {
   const [command, ...rest] = args;
-  const services = rest.length > 0 ? rest : SERVICES;
+  const services = rest.length > 0 ? rest : command === 'up' ? DEFAULT_SERVICES : SERVICES;
   const unknown = services.filter((s) => !SERVICES.includes(s as Service));
   if (!command || !['up', 'down', 'status', 'env'].includes(command) || unknown.length > 0) {
-    console.error('usage: npm run infra -- up|down|status|env [kafka|jaeger]...');
+    console.error('usage: npm run infra -- up|down|status|env [kafka|jaeger|kafka-cluster]...');
     return 2;
   }
   const selected = services as Service[];

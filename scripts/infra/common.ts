@@ -18,6 +18,12 @@ export const DEFAULT_PORTS = {
   jaegerQuery: 16686,
   jaegerQueryGrpc: 16685,
   jaegerHealth: 13133,
+  cluster1: 19092,
+  cluster2: 19094,
+  cluster3: 19096,
+  clusterController1: 19093,
+  clusterController2: 19095,
+  clusterController3: 19097,
 };
 export type Ports = typeof DEFAULT_PORTS;
 export type PortName = keyof Ports;
@@ -31,13 +37,19 @@ const PORT_ENV: Record<PortName, string> = {
   jaegerQuery: 'CTXFLOW_JAEGER_QUERY_PORT',
   jaegerQueryGrpc: 'CTXFLOW_JAEGER_QUERY_GRPC_PORT',
   jaegerHealth: 'CTXFLOW_JAEGER_HEALTH_PORT',
+  cluster1: 'CTXFLOW_KAFKA_CLUSTER_PORT_1',
+  cluster2: 'CTXFLOW_KAFKA_CLUSTER_PORT_2',
+  cluster3: 'CTXFLOW_KAFKA_CLUSTER_PORT_3',
+  clusterController1: 'CTXFLOW_KAFKA_CLUSTER_CONTROLLER_PORT_1',
+  clusterController2: 'CTXFLOW_KAFKA_CLUSTER_CONTROLLER_PORT_2',
+  clusterController3: 'CTXFLOW_KAFKA_CLUSTER_CONTROLLER_PORT_3',
 };
 
-export type Service = 'kafka' | 'jaeger';
+export type Service = 'kafka' | 'jaeger' | 'kafka-cluster';
 
 /** The variables the tests read (see test/support/infra.ts). */
 export type InfraEnv = Partial<
-  Record<'KAFKA_BROKERS' | 'JAEGER_URL' | 'OTEL_EXPORTER_OTLP_ENDPOINT', string>
+  Record<'KAFKA_BROKERS' | 'KAFKA_CLUSTER_BROKERS' | 'JAEGER_URL' | 'OTEL_EXPORTER_OTLP_ENDPOINT', string>
 >;
 
 /** How the CLI and the supervisor drive one service. */
@@ -48,8 +60,8 @@ export interface ServiceDefinition {
   tools(): string[];
   /** Downloads or builds what it runs, once per cache directory. */
   provision(): Promise<void>;
-  /** Writes its config and starts it detached; returns its pid. */
-  start(ports: Partial<Ports>): Promise<number>;
+  /** Writes its config and starts it detached; returns its pid (one per process, for a cluster). */
+  start(ports: Partial<Ports>): Promise<number[]>;
   /** Whether it answers on `ports`. */
   probe(ports: Partial<Ports>): Promise<boolean>;
   /** How long `up` waits for `probe` to succeed. */
@@ -70,8 +82,10 @@ export function runLayout(cache = cacheDir()) {
     state: path.join(run, 'state.json'),
     serviceDir: (service: Service) => path.join(run, service),
     log: (service: Service) => path.join(run, service, `${service}.log`),
-    config: (service: Service) =>
-      path.join(run, service, service === 'kafka' ? 'server.properties' : 'config.yaml'),
+    config: (service: Service, node?: number) =>
+      node === undefined
+        ? path.join(run, service, service === 'jaeger' ? 'config.yaml' : 'server.properties')
+        : path.join(run, service, `node-${node}`, 'server.properties'),
   };
 }
 

@@ -21,23 +21,29 @@ import {
   since,
 } from './common.ts';
 import { jaeger } from './jaeger.ts';
-import { kafka } from './kafka.ts';
+import { kafka, kafkaCluster } from './kafka.ts';
 import {
   isOurs,
+  pidsOf,
   type Running,
   readState,
   rssMegabytes,
   type State,
+  startDetached,
   stop,
+  stopProcess,
   updateState,
 } from './supervisor.ts';
 
 export { cacheDir, DEFAULT_PORTS, type InfraEnv, onPath, type Ports, type Service } from './common.ts';
 export { JAEGER_IMAGE, JAEGER_VERSION } from './jaeger.ts';
-export { KAFKA_IMAGE, KAFKA_VERSION, kafkaSettings } from './kafka.ts';
+export { clusterSettings, KAFKA_IMAGE, KAFKA_VERSION, kafkaSettings } from './kafka.ts';
 
-export const SERVICES: readonly Service[] = ['kafka', 'jaeger'];
-const DEFINITIONS: Record<Service, ServiceDefinition> = { kafka, jaeger };
+/** Every service `npm run infra` knows. */
+export const SERVICES: readonly Service[] = ['kafka', 'jaeger', 'kafka-cluster'];
+/** What `up` starts when no service is named: the three-broker cluster only on demand. */
+export const DEFAULT_SERVICES: readonly Service[] = ['kafka', 'jaeger'];
+const DEFINITIONS: Record<Service, ServiceDefinition> = { kafka, jaeger, 'kafka-cluster': kafkaCluster };
 
 function stateEnv(state: State): InfraEnv {
   return Object.assign(
@@ -64,7 +70,8 @@ async function waitReady(service: Service, running: Running): Promise<void> {
   const { probe, readyTimeoutMs } = DEFINITIONS[service];
   const deadline = performance.now() + readyTimeoutMs;
   while (!(await probe(running.ports))) {
-    if (!isOurs(service, running.pid)) throw new Error(`${service} exited during startup`);
+    if (!pidsOf(running).every((pid) => isOurs(service, pid)))
+      throw new Error(`${service} exited during startup`);
     if (performance.now() > deadline)
       throw new Error(`${service} not ready after ${readyTimeoutMs / 1000} s`);
     await sleep(250);
@@ -88,8 +95,9 @@ async function upOne(service: Service): Promise<boolean> {
   const start = performance.now();
   fs.mkdirSync(paths.serviceDir(service), { recursive: true });
   fs.writeFileSync(paths.log(service), ''); // keep only the latest run's log
-  const pid = await definition.start(ports);
-  const running = { pid, ports };
+  const pids = await definition.start(ports);
+  const pid = pids[0] as number;
+  const running: Running = pids.length > 1 ? { pid, pids, ports } : { pid, ports };
   updateState(service, running);
   try {
     await waitReady(service, running);
@@ -98,7 +106,9 @@ async function upOne(service: Service): Promise<boolean> {
     await stop(service, running);
     throw new Error(`${(error as Error).message}; log: ${paths.log(service)}`);
   }
-  progress(`${service}: provisioning ${provisioned}, up and ready in ${since(start)} (pid ${pid})`);
+  progress(
+    `${service}: provisioning ${provisioned}, up and ready in ${since(start)} (pid ${pids.join(', ')})`,
+  );
   return true;
 }
 
@@ -107,7 +117,7 @@ async function upOne(service: Service): Promise<boolean> {
  * services and which of them this call started (the ones a caller should stop again).
  */
 export async function up(
-  services: readonly Service[] = SERVICES,
+  services: readonly Service[] = DEFAULT_SERVICES,
 ): Promise<{ env: InfraEnv; started: Service[] }> {
   const start = performance.now();
   for (const service of services) {
@@ -160,8 +170,10 @@ export async function status(services: readonly Service[] = SERVICES): Promise<b
     const ready = await DEFINITIONS[service].probe(running.ports);
     allReady &&= ready;
     const env = Object.entries(DEFINITIONS[service].env(running.ports)).map(([k, v]) => `${k}=${v}`);
+    const pids = pidsOf(running);
+    const rss = pids.map((pid) => rssMegabytes(pid) ?? 0).reduce((a, b) => a + b, 0);
     console.log(
-      `${service}: ${ready ? 'ready' : 'not ready'}, pid ${running.pid}, ${rssMegabytes(running.pid)} MB resident, ${env.join(' ')}, log ${runLayout().log(service)}`,
+      `${service}: ${ready ? 'ready' : 'not ready'}, pid ${pids.join(', ')}, ${rss} MB resident, ${env.join(' ')}, log ${runLayout().log(service)}`,
     );
   }
   return allReady;
@@ -173,4 +185,26 @@ export function runningEnv(): InfraEnv {
   return stateEnv(
     Object.fromEntries(SERVICES.filter((s) => state[s] && isOurs(s, state[s].pid)).map((s) => [s, state[s]])),
   );
+}
+
+/**
+ * Stops process `index` of a running service (node `index + 1` of the cluster), as a broker
+ * failure would; returns a function that starts it again with the same command line and waits
+ * until the whole service answers again.
+ */
+export async function stopNode(service: Service, index: number): Promise<() => Promise<void>> {
+  const running = readState()[service];
+  const pid = running === undefined ? undefined : pidsOf(running)[index];
+  if (running === undefined || pid === undefined || !isOurs(service, pid))
+    throw new Error(`${service}: no process ${index} of ours is running`);
+  const [command, ...args] = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+  await stopProcess(service, pid);
+  return async () => {
+    const restarted = startDetached(service, command as string, args);
+    const pids = [...pidsOf(running)];
+    pids[index] = restarted;
+    const updated: Running = { pid: pids[0] as number, pids, ports: running.ports };
+    updateState(service, updated);
+    await waitReady(service, updated);
+  };
 }

@@ -101,11 +101,11 @@ exporters:
 `;
 }
 
-async function start(ports: Partial<Ports>): Promise<number> {
+async function start(ports: Partial<Ports>): Promise<number[]> {
   const paths = runLayout();
   fs.mkdirSync(paths.serviceDir('jaeger'), { recursive: true });
   fs.writeFileSync(paths.config('jaeger'), jaegerConfig(ports));
-  return startDetached('jaeger', jaegerBin(), ['--config', paths.config('jaeger')]);
+  return [startDetached('jaeger', jaegerBin(), ['--config', paths.config('jaeger')])];
 }
 
 async function probe(ports: Partial<Ports>): Promise<boolean> {

@@ -10,6 +10,7 @@ import {
   progress,
   runCommand,
   runLayout,
+  type Service,
   type ServiceDefinition,
   since,
 } from './common.ts';
@@ -110,17 +111,22 @@ log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka.server.BrokerServer=INFO
 `;
 
-async function start(ports: Partial<Ports>): Promise<number> {
+/** Writes a node's config and log4j settings, formats its storage once, and starts it detached. */
+async function startNode(
+  service: Service,
+  dir: string,
+  settings: Record<string, string>,
+  clusterId: string,
+  heap: string,
+): Promise<number> {
   const paths = runLayout();
-  const dir = paths.serviceDir('kafka');
-  const config = paths.config('kafka');
+  const config = path.join(dir, 'server.properties');
   const dataDir = path.join(dir, 'data');
   const log4j = path.join(dir, 'log4j.properties');
-  const settings = { ...kafkaSettings(ports as Ports), 'log.dirs': dataDir };
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(
     config,
-    `${Object.entries(settings)
+    `${Object.entries({ ...settings, 'log.dirs': dataDir })
       .map(([k, v]) => `${k}=${v}`)
       .join('\n')}\n`,
   );
@@ -131,19 +137,71 @@ async function start(ports: Partial<Ports>): Promise<number> {
     const formatStart = performance.now();
     await runCommand(
       'java',
-      [...java, 'kafka.tools.StorageTool', 'format', '-t', kafkaClusterId(), '-c', config],
+      [...java, 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', config],
       dir,
-      paths.log('kafka'),
+      paths.log(service),
     );
-    progress(`kafka: storage formatted in ${since(formatStart)}`);
+    progress(`${service}: storage of ${path.basename(dir)} formatted in ${since(formatStart)}`);
   }
-  return startDetached('kafka', 'java', ['-Xmx512m', ...java, 'kafka.Kafka', config]);
+  return startDetached(service, 'java', [heap, ...java, 'kafka.Kafka', config]);
 }
 
-async function probe(ports: Partial<Ports>): Promise<boolean> {
+async function start(ports: Partial<Ports>): Promise<number[]> {
+  const dir = runLayout().serviceDir('kafka');
+  return [await startNode('kafka', dir, kafkaSettings(ports as Ports), kafkaClusterId(), '-Xmx512m')];
+}
+
+const CLUSTER_NODES = [1, 2, 3] as const;
+
+/** Settings of node `node` (1 to 3) of the three-broker cluster: replication 3, `min.insync.replicas` 2. */
+export function clusterSettings(ports: Partial<Ports>, node: 1 | 2 | 3): Record<string, string> {
+  const client = (n: 1 | 2 | 3) => ports[`cluster${n}`];
+  const controller = (n: 1 | 2 | 3) => ports[`clusterController${n}`];
+  return {
+    'process.roles': 'broker,controller',
+    'node.id': String(node),
+    'controller.quorum.voters': CLUSTER_NODES.map((n) => `${n}@${HOST}:${controller(n)}`).join(','),
+    listeners: `PLAINTEXT://${HOST}:${client(node)},CONTROLLER://${HOST}:${controller(node)}`,
+    'advertised.listeners': `PLAINTEXT://${HOST}:${client(node)}`,
+    'listener.security.protocol.map': 'PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
+    'controller.listener.names': 'CONTROLLER',
+    'inter.broker.listener.name': 'PLAINTEXT',
+    'num.partitions': '1',
+    'default.replication.factor': '3',
+    'min.insync.replicas': '2',
+    'offsets.topic.replication.factor': '3',
+    'offsets.topic.num.partitions': '1',
+    'transaction.state.log.replication.factor': '3',
+    'transaction.state.log.min.isr': '2',
+    'group.initial.rebalance.delay.ms': '0',
+    'auto.create.topics.enable': 'true',
+  };
+}
+
+async function startCluster(ports: Partial<Ports>): Promise<number[]> {
+  const dir = runLayout().serviceDir('kafka-cluster');
+  fs.mkdirSync(dir, { recursive: true });
+  // One cluster id for the three nodes' storage, kept with the data.
+  const idFile = path.join(dir, 'cluster-id');
+  if (!fs.existsSync(idFile)) fs.writeFileSync(idFile, kafkaClusterId());
+  const clusterId = fs.readFileSync(idFile, 'utf8').trim();
+  return Promise.all(
+    CLUSTER_NODES.map((n) =>
+      startNode(
+        'kafka-cluster',
+        path.join(dir, `node-${n}`),
+        clusterSettings(ports, n),
+        clusterId,
+        '-Xmx384m',
+      ),
+    ),
+  );
+}
+
+async function brokersAnswering(brokers: string[]): Promise<number> {
   const admin = new Kafka({
     clientId: 'ctxflow-infra',
-    brokers: [`${HOST}:${ports.kafka}`],
+    brokers,
     logLevel: logLevel.NOTHING,
     connectionTimeout: 1000,
     retry: { retries: 0 },
@@ -151,12 +209,20 @@ async function probe(ports: Partial<Ports>): Promise<boolean> {
   try {
     await admin.connect();
     await admin.listTopics();
-    return true;
+    return (await admin.describeCluster()).brokers.length;
   } catch {
-    return false;
+    return 0;
   } finally {
     await admin.disconnect().catch(() => {});
   }
+}
+
+async function probe(ports: Partial<Ports>): Promise<boolean> {
+  return (await brokersAnswering([`${HOST}:${ports.kafka}`])) > 0;
+}
+
+function clusterBrokers(ports: Partial<Ports>): string[] {
+  return CLUSTER_NODES.map((n) => `${HOST}:${ports[`cluster${n}`]}`);
 }
 
 /** The Kafka service: ready when a kafkajs admin client can list topics. */
@@ -168,4 +234,25 @@ export const kafka: ServiceDefinition = {
   probe,
   readyTimeoutMs: 120_000,
   env: (ports) => ({ KAFKA_BROKERS: `${HOST}:${ports.kafka}` }),
+};
+
+/**
+ * A three-broker KRaft cluster (each node broker and controller), for the loss tests: replication
+ * factor 3 and `min.insync.replicas` 2 by default. Ready when all three brokers are registered.
+ */
+export const kafkaCluster: ServiceDefinition = {
+  ports: [
+    'cluster1',
+    'cluster2',
+    'cluster3',
+    'clusterController1',
+    'clusterController2',
+    'clusterController3',
+  ],
+  tools: kafka.tools,
+  provision,
+  start: startCluster,
+  probe: async (ports) => (await brokersAnswering(clusterBrokers(ports))) === CLUSTER_NODES.length,
+  readyTimeoutMs: 180_000,
+  env: (ports) => ({ KAFKA_CLUSTER_BROKERS: clusterBrokers(ports).join(',') }),
 };

@@ -4,13 +4,21 @@
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Ports, runLayout, type Service } from './common.ts';
 
 /** A service this script started: its pid and the ports it was given. */
 export interface Running {
   pid: number;
+  /** Every process of a service that runs several (a cluster), `pid` first. */
+  pids?: number[];
   ports: Partial<Ports>;
+}
+
+/** The processes of a running service. */
+export function pidsOf(running: Running): number[] {
+  return running.pids ?? [running.pid];
 }
 /** The state file: the running services. */
 export type State = Partial<Record<Service, Running>>;
@@ -33,12 +41,16 @@ export function updateState(service: Service, running: Running | undefined): voi
 }
 
 /**
- * Whether `pid` is still the process we started: its command line names our config file.
- * Guards against killing an unrelated process that reused the pid after ours exited.
+ * Whether `pid` is still a process we started: its command line names a config file in the
+ * service's directory. Guards against killing an unrelated process that reused the pid.
  */
 export function isOurs(service: Service, pid: number): boolean {
+  const dir = `${runLayout().serviceDir(service)}${path.sep}`;
   try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(runLayout().config(service));
+    return fs
+      .readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+      .split('\0')
+      .some((arg) => arg.startsWith(dir) && (arg.endsWith('.properties') || arg.endsWith('.yaml')));
   } catch {
     return false;
   }
@@ -54,9 +66,14 @@ export function rssMegabytes(pid: number): number | undefined {
 }
 
 /** Starts a process in its own process group with output to its log, and lets this script exit. */
-export function startDetached(service: Service, command: string, args: string[]): number {
+export function startDetached(
+  service: Service,
+  command: string,
+  args: string[],
+  logFile = runLayout().log(service),
+): number {
   const paths = runLayout();
-  const log = fs.openSync(paths.log(service), 'a');
+  const log = fs.openSync(logFile, 'a');
   const child = spawn(command, args, {
     cwd: paths.serviceDir(service),
     detached: true,
@@ -68,13 +85,17 @@ export function startDetached(service: Service, command: string, args: string[])
   return child.pid;
 }
 
-/** SIGTERM, then SIGKILL after 30 s, and forgets the service. */
+/** SIGTERM to one process of ours, then SIGKILL after 30 s. */
+export async function stopProcess(service: Service, pid: number): Promise<void> {
+  if (!isOurs(service, pid)) return;
+  process.kill(pid, 'SIGTERM');
+  const deadline = performance.now() + 30_000;
+  while (isOurs(service, pid) && performance.now() < deadline) await sleep(100);
+  if (isOurs(service, pid)) process.kill(pid, 'SIGKILL');
+}
+
+/** Stops every process of the service and forgets it. */
 export async function stop(service: Service, running: Running): Promise<void> {
-  if (isOurs(service, running.pid)) {
-    process.kill(running.pid, 'SIGTERM');
-    const deadline = performance.now() + 30_000;
-    while (isOurs(service, running.pid) && performance.now() < deadline) await sleep(100);
-    if (isOurs(service, running.pid)) process.kill(running.pid, 'SIGKILL');
-  }
+  await Promise.all(pidsOf(running).map((pid) => stopProcess(service, pid)));
   updateState(service, undefined);
 }

@@ -18,15 +18,34 @@ export function uniqueTopic(name: string): string {
   return `test.${name}.${randomUUID().slice(0, 8)}`;
 }
 
-/** Creates topics (and waits for their leaders). */
+/**
+ * Creates topics and waits until every partition has a leader, as every broker sees it (kafkajs's
+ * own `waitForLeaders` fails on a cluster while the other brokers do not know the topic yet).
+ */
 export async function createTopics(kafka: Kafka, topics: string[], numPartitions = 1): Promise<void> {
   const admin: Admin = kafka.admin();
   await admin.connect();
   try {
     await admin.createTopics({
-      waitForLeaders: true,
+      waitForLeaders: false,
       topics: topics.map((topic) => ({ topic, numPartitions })),
     });
+    await waitFor(
+      `leaders of ${topics.join(', ')}`,
+      async () => {
+        try {
+          const { topics: found } = await admin.fetchTopicMetadata({ topics });
+          return found.every(
+            (t) => t.partitions.length === numPartitions && t.partitions.every((p) => p.leader >= 0),
+          )
+            ? true
+            : undefined;
+        } catch {
+          return undefined;
+        }
+      },
+      15_000,
+    );
   } finally {
     await admin.disconnect();
   }
@@ -90,10 +109,14 @@ export async function readTopic(
 }
 
 /** Polls `check` every 20 ms until it returns a value, or fails after `timeoutMs`. */
-export async function waitFor<T>(what: string, check: () => T | undefined, timeoutMs = 10_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 10_000,
+): Promise<T> {
   const end = performance.now() + timeoutMs;
   for (;;) {
-    const value = check();
+    const value = await check();
     if (value !== undefined) return value;
     if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
     await sleep(20);
