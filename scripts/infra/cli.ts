@@ -7,6 +7,7 @@ import {
   down,
   formatEnv,
   runningEnv,
+  runningExtras,
   SERVICES,
   type Service,
   status,
@@ -15,7 +16,9 @@ import {
 
 async function main(args: string[]): Promise<number> {
   const [command, ...rest] = args;
-  const services = rest.length > 0 ? rest : command === 'up' ? DEFAULT_SERVICES : SERVICES;
+  // Unnamed, the cluster counts only when it runs: `status` must not fail for want of it.
+  const services =
+    rest.length > 0 ? rest : command === 'up' ? DEFAULT_SERVICES : [...DEFAULT_SERVICES, ...runningExtras()];
   const unknown = services.filter((s) => !SERVICES.includes(s as Service));
   if (!command || !['up', 'down', 'status', 'env'].includes(command) || unknown.length > 0) {
     console.error('usage: npm run infra -- up|down|status|env [kafka|jaeger|kafka-cluster]...');

@@ -179,6 +179,12 @@ export async function status(services: readonly Service[] = SERVICES): Promise<b
   return allReady;
 }
 
+/** Running services that `up` does not start unless named (the cluster). */
+export function runningExtras(): Service[] {
+  const state = readState();
+  return SERVICES.filter((s) => !DEFAULT_SERVICES.includes(s) && state[s] !== undefined);
+}
+
 /** Endpoints of the running services, for `eval "$(npm run -s infra -- env)"`. */
 export function runningEnv(): InfraEnv {
   const state = readState();
