@@ -5,14 +5,14 @@
 //             ctxflow's (what carrying the headers costs in kafkajs, apart from ctxflow);
 //   consume   the same number, eachMessage with a no-op handler, kafkajs alone vs the ctxflow
 //             consumer (context per message, expiry check, heartbeat timer), timed from the first
-//             message (the group join is not counted);
+//             message (the group join is not counted); again with a handler that works BENCH_WORK_US;
 //   cancel    three consumer instances in one group over six partitions, each with its own cancel
 //             bus reader: cancel() of the producing context → the running handler's signal,
 //             BENCH_CANCEL_TRIALS trials across the partitions, p50/p99;
 //   idle bus  one bus reader with nothing to read: fetch requests per second, resident memory.
 // Variants are interleaved (kafkajs, ctxflow, kafkajs, ...), medians of BENCH_ROUNDS with their range;
 // a fresh topic (three partitions) per run. Environment: BENCH_ROUNDS (3), BENCH_MESSAGES (20000),
-// BENCH_BATCH (100), BENCH_CANCEL_TRIALS (200).
+// BENCH_BATCH (100), BENCH_CANCEL_TRIALS (200), BENCH_WORK_US (50).
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Consumer, Kafka, logLevel, type Producer } from 'kafkajs';
@@ -24,6 +24,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 20_000);
 const BATCH = Number(process.env.BENCH_BATCH ?? 100);
 const CANCEL_TRIALS = Number(process.env.BENCH_CANCEL_TRIALS ?? 200);
+const WORK_US = Number(process.env.BENCH_WORK_US ?? 50);
 const PARTITIONS = 3;
 const brokers = (process.env.KAFKA_BROKERS ?? '').split(',').filter(Boolean);
 if (brokers.length === 0) {
@@ -78,7 +79,18 @@ async function produce(send: Producer, variant: Variant, to: string): Promise<vo
   }
 }
 
-async function consume(variant: 'kafkajs' | 'ctxflow', from: string, dlq: Producer): Promise<Run> {
+/** Spins for `us` microseconds: a handler's own work. */
+function work(us: number): void {
+  const end = performance.now() + us / 1000;
+  while (performance.now() < end);
+}
+
+async function consume(
+  variant: 'kafkajs' | 'ctxflow',
+  from: string,
+  dlq: Producer,
+  workUs: number,
+): Promise<Run> {
   const inner = kafka.consumer({ groupId: `bench-${randomUUID()}`, maxWaitTimeInMs: 100 });
   let count = 0;
   let first = 0;
@@ -99,7 +111,12 @@ async function consume(variant: 'kafkajs' | 'ctxflow', from: string, dlq: Produc
   } = variant === 'kafkajs' ? inner : consumer(inner, { deadLetterProducer: dlq });
   await c.connect();
   await c.subscribe({ topic: from, fromBeginning: true });
-  await c.run({ eachMessage: async () => seen() });
+  await c.run({
+    eachMessage: async () => {
+      if (workUs > 0) work(workUs);
+      seen();
+    },
+  });
   await finished;
   const seconds = (performance.now() - first) / 1000;
   const used = process.cpuUsage(cpu);
@@ -124,6 +141,7 @@ const wrapped = producer(raw);
 
 const producing: Record<Variant, Run[]> = { kafkajs: [], headers: [], ctxflow: [] };
 const consuming: Record<'kafkajs' | 'ctxflow', Run[]> = { kafkajs: [], ctxflow: [] };
+const consumingWithWork: Record<'kafkajs' | 'ctxflow', Run[]> = { kafkajs: [], ctxflow: [] };
 // One warm-up of each producer path, not counted.
 await produce(raw, 'kafkajs', await topic());
 await produce(wrapped, 'ctxflow', await topic());
@@ -137,8 +155,10 @@ for (let round = 0; round < ROUNDS; round++) {
 const filled = await topic();
 await produce(wrapped, 'ctxflow', filled);
 for (let round = 0; round < ROUNDS; round++) {
-  for (const variant of ['kafkajs', 'ctxflow'] as const)
-    consuming[variant].push(await consume(variant, filled, raw));
+  for (const variant of ['kafkajs', 'ctxflow'] as const) {
+    consuming[variant].push(await consume(variant, filled, raw, 0));
+    consumingWithWork[variant].push(await consume(variant, filled, raw, WORK_US));
+  }
 }
 
 console.log(
@@ -147,6 +167,7 @@ console.log(
 for (const [name, runs] of [
   ['produce', producing as Record<'kafkajs' | 'ctxflow', Run[]>],
   ['consume', consuming],
+  [`consume, ${WORK_US} us handler`, consumingWithWork],
 ] as const) {
   const bare = summary(`${name} kafkajs`, runs.kafkajs);
   const ours = summary(`${name} ctxflow`, runs.ctxflow);
