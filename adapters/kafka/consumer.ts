@@ -54,7 +54,7 @@ export interface ConsumerOptions
   retries?: number;
   /** Pause before a retry, in ms. Default 100. */
   retryBackoffMs?: number;
-  /** Sends dead letters; required unless nothing is ever dead-lettered. Its messages bypass `current()`. */
+  /** Sends dead letters (required: a handler that keeps failing is dead-lettered). A plain kafkajs producer. */
   deadLetterProducer?: Producer;
   /** The dead-letter topic for a message of `topic`. Default `${topic}.dead-letter`. */
   deadLetterTopic?: (topic: string) => string;
@@ -128,6 +128,11 @@ const tracer = trace.getTracer('ctxflow/kafka');
  * theirs uncommitted, so the message is handled again by the partition's next owner.
  */
 export function consumer(inner: Consumer, options: ConsumerOptions = {}): ContextConsumer {
+  // A handler that keeps failing ends in the dead-letter topic whatever `onExpired` says: without
+  // a producer for it the consumer could only stall on that message.
+  const dlq: Producer | undefined = options.deadLetterProducer;
+  if (dlq === undefined) throw new TypeError('ctxflow/kafka: consumer() needs deadLetterProducer');
+  const deadLetters: Producer = dlq;
   const budgetMs = Math.min(
     options.budgetMs ?? 30_000,
     options.sessionTimeout ?? 30_000,
@@ -188,8 +193,6 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     cause: Cause,
     attempts: number,
   ): Promise<void> {
-    const dlq = options.deadLetterProducer;
-    if (dlq === undefined) throw new TypeError('ctxflow/kafka: dead-lettering needs deadLetterProducer');
     const headers: IHeaders = {
       ...message.headers,
       [CANCEL_REASON_HEADER]: encodeCause(cause),
@@ -200,7 +203,7 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     // The message's own context is over: the dead letter is sent from the root context.
     await otel.with(ROOT_CONTEXT, () =>
       background().run(() =>
-        dlq.send({
+        deadLetters.send({
           topic: deadLetterTopic(topic),
           messages: [{ key: message.key, value: message.value, headers, timestamp: message.timestamp }],
         }),
