@@ -24,8 +24,8 @@ describe('HTTP → Kafka → consumer → HTTP', () => {
     await createTopics(kafka, [topic, `${topic}.dead-letter`]);
     await bus.connect();
     const raw = kafka.producer();
-    await raw.connect();
     t.after(() => raw.disconnect());
+    await raw.connect();
     const send = producer(raw, { cancelBus: bus });
 
     // Last hop: waits until its request's context ends, and records why.
@@ -72,7 +72,6 @@ describe('HTTP → Kafka → consumer → HTTP', () => {
         }
       },
     });
-    t.after(() => worker.disconnect());
 
     const client = new AbortController();
     const answer = globalThis.fetch(`${firstServer.url}/order`, { method: 'POST', signal: client.signal });

@@ -21,17 +21,17 @@ describe('ctxflow/kafka on a three-broker cluster', () => {
     const topic = uniqueTopic('cluster');
     await createTopics(kafka, [topic, `${topic}.dead-letter`], 3);
     const raw = kafka.producer();
-    await raw.connect();
     t.after(() => raw.disconnect());
+    await raw.connect();
     const send = producer(raw);
     const handled = new Set<string>();
     const c = consumer(kafka.consumer({ groupId: `cluster-${randomUUID()}`, maxWaitTimeInMs: 100 }), {
       deadLetterProducer: raw,
     });
+    t.after(() => c.disconnect());
     await c.connect();
     await c.subscribe({ topic, fromBeginning: true });
     await c.run({ eachMessage: async ({ message }) => void handled.add(String(message.value)) });
-    t.after(() => c.disconnect());
 
     let longestSendMs = 0;
     let restart: (() => Promise<void>) | undefined;

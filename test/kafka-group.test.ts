@@ -1,13 +1,13 @@
 // Three consumer processes in one group over a six-partition topic: a cancel reaches the running
 // handler whichever instance holds it, a cancel published before consumption still wins, and no
-// message is lost when an instance is killed.
+// message is lost when an instance is killed (on the three-broker cluster).
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, it, type TestContext } from 'node:test';
 import type { Kafka, Producer } from 'kafkajs';
 import { cancelBus, producer } from '../adapters/kafka/index.ts';
 import { background, withCancel, withTimeout } from '../sdk/context.ts';
-import { kafkaBrokers } from './support/infra.ts';
+import { kafkaBrokers, kafkaCluster } from './support/infra.ts';
 import { createTopics, kafkaClient, readTopic, uniqueTopic, waitFor } from './support/kafka.ts';
 import type { WorkerConfig } from './support/kafka-worker.ts';
 import { startWorker, stopWorker, type Worker } from './support/kafka-workers.ts';
@@ -23,8 +23,11 @@ interface Group {
 }
 
 /** Three workers in one group, each holding two of the six partitions. */
-async function startGroup(t: TestContext, mode: WorkerConfig['mode']): Promise<Group | undefined> {
-  const brokers = kafkaBrokers(t);
+async function startGroup(
+  t: TestContext,
+  mode: WorkerConfig['mode'],
+  brokers: string[] | undefined,
+): Promise<Group | undefined> {
   if (brokers === undefined) return undefined;
   const kafka = kafkaClient(brokers);
   const topic = uniqueTopic('group');
@@ -65,7 +68,7 @@ function holder(group: Group, partition: number): Worker {
 
 describe('ctxflow/kafka, three instances in one group', () => {
   it('a cancel reaches the running handler whichever instance holds it; one queued behind it still wins', async (t) => {
-    const group = await startGroup(t, 'block');
+    const group = await startGroup(t, 'block', kafkaBrokers(t));
     if (!group) return;
     const bus = cancelBus(group.kafka, { topic: group.busTopic });
     t.after(() => bus.stop());
@@ -113,8 +116,8 @@ describe('ctxflow/kafka, three instances in one group', () => {
     assert.ok(!group.workers.some((w) => w.events.some((e) => e.type === 'start' && e.value === 'B')));
   });
 
-  it('loses no message when an instance is killed mid-stream', async (t) => {
-    const group = await startGroup(t, 'slow');
+  it('loses no message when an instance is killed mid-stream (three-broker cluster)', async (t) => {
+    const group = await startGroup(t, 'slow', kafkaCluster(t));
     if (!group) return;
     const send = producer(group.raw);
     const values = Array.from({ length: 60 }, (_, i) => `m${i}`);

@@ -30,8 +30,8 @@ it('eachBatch: a process span per message, child of and linked to its producer s
   const topic = uniqueTopic('otel');
   await createTopics(kafka, [topic]);
   const raw = kafka.producer();
-  await raw.connect();
   t.after(() => raw.disconnect());
+  await raw.connect();
   const send = producer(raw);
   const tracer = trace.getTracer('test');
   const producers: { value: string; traceId: string; spanId: string }[] = [];
@@ -57,7 +57,6 @@ it('eachBatch: a process span per message, child of and linked to its producer s
       });
     },
   });
-  t.after(() => c.disconnect());
   await waitFor('three messages', () => (seen.size === 3 ? true : undefined));
   await waitFor('three process spans', () =>
     exporter.getFinishedSpans().filter((s) => s.name === `${topic} process`).length === 3 ? true : undefined,

@@ -31,8 +31,8 @@ async function consumeShifted(
   const topic = uniqueTopic('skew');
   await createTopics(kafka, [topic, `${topic}.dead-letter`]);
   const raw = kafka.producer();
-  await raw.connect();
   t.after(() => raw.disconnect());
+  await raw.connect();
   {
     using ctx = withTimeout(background(), BUDGET_MS);
     await ctx.run(() => producer(raw).send({ topic, messages: [{ value: 'skewed' }] }));
@@ -46,8 +46,8 @@ async function consumeShifted(
   t.after(() => stopWorker(worker));
   let deadLettered: string | undefined;
   const reader = kafka.consumer({ groupId: `skew-dlq-${randomUUID()}`, maxWaitTimeInMs: 100 });
-  await reader.connect();
   t.after(() => reader.disconnect());
+  await reader.connect();
   await reader.subscribe({ topic: `${topic}.dead-letter`, fromBeginning: true });
   await reader.run({
     eachMessage: async ({ message }) => {

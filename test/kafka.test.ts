@@ -45,10 +45,10 @@ async function startConsumer(
 ) {
   const inner = client.consumer({ groupId: `test-${randomUUID()}`, maxWaitTimeInMs: 100 });
   const c = consumer(inner, { deadLetterProducer: raw, retryBackoffMs: 10, ...options });
+  t.after(() => c.disconnect());
   await c.connect();
   await c.subscribe({ topic, fromBeginning: true });
   await c.run({ [mode]: handler });
-  t.after(() => c.disconnect());
   return c;
 }
 
@@ -261,6 +261,7 @@ describe('ctxflow/kafka', () => {
         deadLetterProducer: raw,
         heartbeatIntervalMs: 100,
       });
+      t.after(() => c.disconnect());
       await c.connect();
       await c.subscribe({ topic, fromBeginning: true });
       await c.run({
@@ -273,7 +274,6 @@ describe('ctxflow/kafka', () => {
           throw ctx.signal.reason;
         },
       });
-      t.after(() => c.disconnect());
     };
     await start('first');
     await waitFor('the first run', () => (runs.length > 0 ? true : undefined));

@@ -3,14 +3,34 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Admin, type IHeaders, Kafka, type KafkaMessage, logLevel } from 'kafkajs';
 
+const brokersOf = new WeakMap<Kafka, string[]>();
+
 /** A kafkajs client for a test: quiet, fast retries. */
 export function kafkaClient(brokers: string[], clientId = 'ctxflow-test'): Kafka {
-  return new Kafka({
+  const kafka = new Kafka({
     clientId,
     brokers,
     logLevel: logLevel.NOTHING,
     retry: { initialRetryTime: 50, retries: 8 },
   });
+  brokersOf.set(kafka, brokers);
+  return kafka;
+}
+
+/** Whether the broker at `broker` knows every partition of `topics` with a leader. */
+async function brokerKnows(broker: string, topics: string[], numPartitions: number): Promise<boolean> {
+  const admin = kafkaClient([broker], 'ctxflow-test-metadata').admin();
+  try {
+    await admin.connect();
+    const { topics: found } = await admin.fetchTopicMetadata({ topics });
+    return found.every(
+      (t) => t.partitions.length === numPartitions && t.partitions.every((p) => p.leader >= 0),
+    );
+  } catch {
+    return false;
+  } finally {
+    await admin.disconnect().catch(() => {});
+  }
 }
 
 /** A topic name no other test or run uses. */
@@ -19,8 +39,8 @@ export function uniqueTopic(name: string): string {
 }
 
 /**
- * Creates topics and waits until every partition has a leader, as every broker sees it (kafkajs's
- * own `waitForLeaders` fails on a cluster while the other brokers do not know the topic yet).
+ * Creates topics and waits until every broker knows every partition's leader (kafkajs's own
+ * `waitForLeaders`, and a consumer's subscribe, fail on a cluster while one broker does not yet).
  */
 export async function createTopics(kafka: Kafka, topics: string[], numPartitions = 1): Promise<void> {
   const admin: Admin = kafka.admin();
@@ -30,19 +50,13 @@ export async function createTopics(kafka: Kafka, topics: string[], numPartitions
       waitForLeaders: false,
       topics: topics.map((topic) => ({ topic, numPartitions })),
     });
+    // Every broker must know them: a client may ask any of them for metadata.
+    const brokers = brokersOf.get(kafka) ?? [];
     await waitFor(
-      `leaders of ${topics.join(', ')}`,
+      `leaders of ${topics.join(', ')} on ${brokers.join(', ')}`,
       async () => {
-        try {
-          const { topics: found } = await admin.fetchTopicMetadata({ topics });
-          return found.every(
-            (t) => t.partitions.length === numPartitions && t.partitions.every((p) => p.leader >= 0),
-          )
-            ? true
-            : undefined;
-        } catch {
-          return undefined;
-        }
+        const known = await Promise.all(brokers.map((broker) => brokerKnows(broker, topics, numPartitions)));
+        return known.every(Boolean) ? true : undefined;
       },
       15_000,
     );
