@@ -4,7 +4,7 @@
  *
  * Runs `node --test` on sdk/, adapters/ and test/. Tests get their endpoints from
  * kafkaBrokers(t) and jaeger(t) (test/support/infra.ts); when a selected test file calls one and
- * its variables are not set, the service is started for this run (scripts/infra.ts) and stopped
+ * its variables are not set, the service is started for this run (scripts/infra/) and stopped
  * afterwards. Positional arguments keep only the test files whose path contains one of them;
  * options (`--name=value` form) go to node --test.
  */
@@ -12,11 +12,12 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { UNAVAILABLE_ENV } from '../test/support/infra.ts';
-import { down, missingTools, SERVICES, type Service, up } from './infra.ts';
+import { down, missingTools, SERVICES, type Service, up } from './infra/index.ts';
 
 const USES: Record<Service, { call: RegExp; env: string[] }> = {
   kafka: { call: /\bkafkaBrokers\(/, env: ['KAFKA_BROKERS'] },
   jaeger: { call: /\bjaeger\(/, env: ['JAEGER_URL', 'OTEL_EXPORTER_OTLP_ENDPOINT'] },
+  'kafka-cluster': { call: /\bkafkaCluster\(/, env: ['KAFKA_CLUSTER_BROKERS'] },
 };
 
 // Tests that build the grpc-go peer need Go: they are not unit tests.

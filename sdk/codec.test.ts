@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import {
   decodeCause,
   decodeDeadline,
+  decodeRequestId,
   decodeTimeout,
   encodeCause,
   encodeDeadline,
@@ -112,9 +113,37 @@ describe('wire codec', () => {
     const timeout = '1000';
     const deadline = String(NOW + 5000);
     assert.equal(inboundDeadline(timeout, deadline, {}, NOW), NOW + 1000);
-    assert.equal(inboundDeadline(timeout, deadline, { prefer: 'deadline' }, NOW), NOW + 5000);
+    assert.equal(inboundDeadline(timeout, String(NOW + 400), { prefer: 'deadline' }, NOW), NOW + 400);
     assert.equal(inboundDeadline('junk', deadline, {}, NOW), NOW + 5000);
     assert.equal(inboundDeadline(undefined, 'junk', { prefer: 'deadline' }, NOW), undefined);
+  });
+
+  it('never grants a queue consumer more than the sender had left, whatever the clocks say', () => {
+    // The receiver's clock runs 30 s behind: the absolute deadline alone would grant 30.5 s.
+    assert.equal(inboundDeadline('500', String(NOW + 30_500), { prefer: 'deadline' }, NOW), NOW + 500);
+    // Its clock runs ahead: expired unless the skew allowance covers the difference.
+    const ahead = String(NOW - 29_500);
+    assert.equal(inboundDeadline('500', ahead, { prefer: 'deadline' }, NOW), NOW - 29_500);
+    assert.equal(
+      inboundDeadline('500', ahead, { prefer: 'deadline', skewAllowanceMs: 30_000 }, NOW),
+      NOW + 500,
+    );
+    assert.equal(
+      inboundDeadline('500', ahead, { prefer: 'deadline', ignoreInboundDeadline: true }, NOW),
+      NOW + 500,
+    );
+    assert.equal(
+      inboundDeadline(undefined, ahead, { prefer: 'deadline', ignoreInboundDeadline: true }, NOW),
+      undefined,
+    );
+  });
+
+  it('decodes request ids and counts the malformed ones', () => {
+    assert.equal(decodeRequestId('aZ09_-'), 'aZ09_-');
+    assert.equal(decodeRequestId(' id '), 'id');
+    assert.equal(decodeRequestId('a b'), undefined);
+    assert.equal(decodeRequestId('x'.repeat(65)), undefined);
+    assert.equal(decodeRequestId(['a', 'b']), undefined);
   });
 
   it('clamps inbound budgets to the configured maximum', () => {

@@ -13,6 +13,8 @@ import { countRejected } from './metrics.ts';
 export const TIMEOUT_HEADER = 'ctx-timeout';
 /** Absolute deadline in epoch milliseconds, minus the sender's reserve. */
 export const DEADLINE_HEADER = 'ctx-deadline';
+/** An opaque id of the context a message was sent under, so a later cancellation can name it. */
+export const REQUEST_ID_HEADER = 'ctx-request-id';
 /** Why a context ended: a cause code, then optionally one space and a short message. */
 export const CANCEL_REASON_HEADER = 'ctx-cancel-reason';
 
@@ -25,6 +27,14 @@ export interface DecodeOptions {
    * `deadline` for queues (time spent waiting counts). Default `timeout`.
    */
   prefer?: 'timeout' | 'deadline';
+  /**
+   * With `prefer: 'deadline'`: how much later than `ctx-deadline` the receiver's clock may run
+   * before the message counts as expired (receiver clocks ahead of the sender's). The grant stays
+   * capped at `ctx-timeout`, what the sender had left when it sent. Default 0.
+   */
+  skewAllowanceMs?: number;
+  /** Do not read `ctx-deadline` at all: only `ctx-timeout` (queue time then goes uncounted). */
+  ignoreInboundDeadline?: boolean;
 }
 
 /** How budgets are written into outbound headers; every field has a default. */
@@ -122,12 +132,31 @@ export function inboundDeadline(
     return ms === undefined ? undefined : now + clamp(TIMEOUT_HEADER, ms, max);
   };
   const fromDeadline = () => {
+    if (options.ignoreInboundDeadline) return undefined;
     const at = decodeDeadline(deadline);
     return at === undefined ? undefined : now + clamp(DEADLINE_HEADER, at - now, max);
   };
-  return options.prefer === 'deadline'
-    ? (fromDeadline() ?? fromTimeout())
-    : (fromTimeout() ?? fromDeadline());
+  if (options.prefer !== 'deadline') return fromTimeout() ?? fromDeadline();
+  // The absolute deadline counts queue time but trusts the sender's clock; the relative budget
+  // is immune to skew but misses queue time. Take the absolute one, widened by the allowed skew,
+  // and never beyond what the sender had left when it sent.
+  const absolute = fromDeadline();
+  const relative = fromTimeout();
+  if (absolute === undefined) return relative;
+  const widened = absolute + Math.max(0, options.skewAllowanceMs ?? 0);
+  return relative === undefined ? Math.min(widened, now + max) : Math.min(widened, relative);
+}
+
+const REQUEST_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Decodes `ctx-request-id`: 1 to 64 of `[A-Za-z0-9_-]`; anything else gives undefined and is counted. */
+export function decodeRequestId(value: HeaderValue): string | undefined {
+  const raw = single(REQUEST_ID_HEADER, value);
+  if (raw === undefined) return undefined;
+  const text = raw.trim();
+  if (REQUEST_ID.test(text)) return text;
+  countRejected(REQUEST_ID_HEADER, text.length > 64 ? 'too_large' : 'malformed');
+  return undefined;
 }
 
 function clamp(header: string, ms: number, max: number): number {

@@ -1,4 +1,4 @@
-// docker-compose.yml must describe the same infrastructure as scripts/infra.ts. No Docker engine
+// docker-compose.yml must describe the same infrastructure as scripts/infra/. No Docker engine
 // is needed: test/compose/ loads the file with compose-go, the parser behind `docker compose config`.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -14,7 +14,7 @@ import {
   KAFKA_IMAGE,
   kafkaSettings,
   onPath,
-} from '../scripts/infra.ts';
+} from '../scripts/infra/index.ts';
 import { unavailable } from './support/infra.ts';
 
 const run = promisify(execFile);

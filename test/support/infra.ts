@@ -1,7 +1,7 @@
 /**
  * Endpoints of the test infrastructure, for integration tests.
  *
- * scripts/test.ts starts Kafka and Jaeger (scripts/infra.ts) and exports KAFKA_BROKERS, JAEGER_URL
+ * scripts/test.ts starts Kafka and Jaeger (scripts/infra/) and exports KAFKA_BROKERS, JAEGER_URL
  * and OTEL_EXPORTER_OTLP_ENDPOINT; running a test file alone works after
  * `eval "$(npm run -s infra -- up)"`. When a service is unavailable the test is skipped with the
  * reason, except under CI=true, where missing infrastructure fails the test.
@@ -14,6 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 export const UNAVAILABLE_ENV = {
   kafka: 'CTXFLOW_KAFKA_UNAVAILABLE',
   jaeger: 'CTXFLOW_JAEGER_UNAVAILABLE',
+  'kafka-cluster': 'CTXFLOW_KAFKA_CLUSTER_UNAVAILABLE',
 } as const;
 
 /** Skips the current test with `reason`, or fails it under CI=true. Returns undefined for `return unavailable(...)`. */
@@ -34,6 +35,13 @@ function notStarted(service: keyof typeof UNAVAILABLE_ENV, variable: string): st
 export function kafkaBrokers(t: TestContext): string[] | undefined {
   const brokers = process.env.KAFKA_BROKERS;
   if (!brokers) return unavailable(t, notStarted('kafka', 'KAFKA_BROKERS'));
+  return brokers.split(',');
+}
+
+/** The three-broker cluster's bootstrap servers, or undefined when the test was skipped. */
+export function kafkaCluster(t: TestContext): string[] | undefined {
+  const brokers = process.env.KAFKA_CLUSTER_BROKERS;
+  if (!brokers) return unavailable(t, notStarted('kafka-cluster', 'KAFKA_CLUSTER_BROKERS'));
   return brokers.split(',');
 }
 

@@ -1,0 +1,240 @@
+import { randomUUID } from 'node:crypto';
+import { diag, context as otel, ROOT_CONTEXT } from '@opentelemetry/api';
+import type { Consumer, IHeaders, Kafka, Producer } from 'kafkajs';
+import type { Cause } from '../../sdk/index.ts';
+import {
+  CANCEL_REASON_HEADER,
+  DEFAULT_MAX_INBOUND_MS,
+  decodeCause,
+  decodeRequestId,
+  encodeCause,
+  REQUEST_ID_HEADER,
+} from '../../sdk/wire.ts';
+import { headersGetter } from './headers.ts';
+
+/** How the cancel bus is set up; every field has a default. */
+export interface CancelBusOptions {
+  /** The topic cancel events go to. Default `ctxflow.cancel`. */
+  topic?: string;
+  /**
+   * The longest deadline a message can carry, in ms: a reader starts this far back in the bus, and
+   * a cancelled id is remembered this long. Default 60 000 (`maxInboundMs`'s default).
+   */
+  horizonMs?: number;
+  /** At most this many cancelled ids are remembered; the oldest go first. Default 100 000. */
+  maxEntries?: number;
+  /** Partitions of the bus topic when this creates it. Default 1. */
+  partitions?: number;
+  /** Replication factor of the bus topic when this creates it. Default: the broker's. */
+  replicationFactor?: number;
+  /** Longest wait for the reader to catch up with the bus before consuming starts. Default 10 000. */
+  catchUpTimeoutMs?: number;
+}
+
+/** Told of every cancel event: the request id and the cause it was cancelled with. */
+export type CancelListener = (requestId: string, cause: Cause) => void;
+
+/**
+ * A Kafka topic that carries cancellations from producers to every consumer instance. Producers
+ * publish a cancel event when a context they sent under is cancelled; each process reads the
+ * whole bus with a reader of its own (a consumer group unique to the instance, no offsets
+ * committed), starting `horizonMs` back (offsets by timestamp), so every instance learns every
+ * cancellation that can still matter, including those from before it started.
+ */
+export class CancelBus {
+  readonly topic: string;
+  readonly horizonMs: number;
+  readonly #kafka: Kafka;
+  readonly #options: CancelBusOptions;
+  readonly #maxEntries: number;
+  // Insertion-ordered, so the oldest entry is the first: pruning stops at the first live one.
+  readonly #cancelled = new Map<string, { cause: Cause; expires: number }>();
+  readonly #listeners = new Set<CancelListener>();
+  #producer: Producer | undefined;
+  #producerReady: Promise<void> | undefined;
+  #reader: Consumer | undefined;
+  #started: Promise<void> | undefined;
+
+  constructor(kafka: Kafka, options: CancelBusOptions = {}) {
+    this.#kafka = kafka;
+    this.#options = options;
+    this.topic = options.topic ?? 'ctxflow.cancel';
+    this.horizonMs = options.horizonMs ?? DEFAULT_MAX_INBOUND_MS;
+    this.#maxEntries = options.maxEntries ?? 100_000;
+  }
+
+  /** Publishes that the context sent as `requestId` ended with `cause`. */
+  async publish(requestId: string, cause: Cause): Promise<void> {
+    this.#producerReady ??= this.#connectProducer();
+    await this.#producerReady;
+    const at = Date.now();
+    await (this.#producer as Producer).send({
+      topic: this.topic,
+      messages: [
+        {
+          key: requestId,
+          value: JSON.stringify({ requestId, reason: encodeCause(cause), at }),
+          headers: { [REQUEST_ID_HEADER]: requestId, [CANCEL_REASON_HEADER]: encodeCause(cause) },
+        },
+      ],
+    });
+  }
+
+  /** Connects the publishing side ahead of the first cancel, so that one is not slowed by it. */
+  connect(): Promise<void> {
+    this.#producerReady ??= this.#connectProducer();
+    return this.#producerReady;
+  }
+
+  /** Starts this instance's reader; resolves once it has read the bus up to its end at start. */
+  start(): Promise<void> {
+    this.#started ??= this.#startReader();
+    return this.#started;
+  }
+
+  /** The cause a request was cancelled with, if a cancel event for it was read and has not expired. */
+  cancelled(requestId: string): Cause | undefined {
+    const entry = this.#cancelled.get(requestId);
+    if (entry === undefined) return undefined;
+    if (entry.expires > Date.now()) return entry.cause;
+    this.#cancelled.delete(requestId);
+    return undefined;
+  }
+
+  /** How many cancelled ids are remembered now. */
+  get size(): number {
+    return this.#cancelled.size;
+  }
+
+  /** Registers a listener for cancel events; returns a function that removes it. */
+  onCancel(listener: CancelListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Records a cancel event (as read from the bus) and tells the listeners. */
+  record(requestId: string, cause: Cause): void {
+    const now = Date.now();
+    this.#cancelled.delete(requestId);
+    this.#cancelled.set(requestId, { cause, expires: now + this.horizonMs });
+    for (const [id, entry] of this.#cancelled) {
+      if (entry.expires > now && this.#cancelled.size <= this.#maxEntries) break;
+      this.#cancelled.delete(id);
+    }
+    for (const listener of this.#listeners) {
+      try {
+        listener(requestId, cause);
+      } catch (error) {
+        diag.error('ctxflow: cancel listener threw', error);
+      }
+    }
+  }
+
+  /** Stops the reader and disconnects the publishing side. */
+  async stop(): Promise<void> {
+    const reader = this.#reader;
+    const producer = this.#producer;
+    this.#reader = undefined;
+    this.#producer = undefined;
+    this.#started = undefined;
+    this.#producerReady = undefined;
+    await Promise.all([reader?.disconnect(), producer?.disconnect()]);
+  }
+
+  async #connectProducer(): Promise<void> {
+    const producer = this.#kafka.producer({ allowAutoTopicCreation: true });
+    this.#producer = producer;
+    await producer.connect();
+  }
+
+  async #ensureTopic(): Promise<void> {
+    const admin = this.#kafka.admin();
+    await admin.connect();
+    try {
+      await admin.createTopics({
+        waitForLeaders: true,
+        topics: [
+          {
+            topic: this.topic,
+            numPartitions: this.#options.partitions ?? 1,
+            ...(this.#options.replicationFactor === undefined
+              ? {}
+              : { replicationFactor: this.#options.replicationFactor }),
+          },
+        ],
+      });
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
+  async #startReader(): Promise<void> {
+    await this.#ensureTopic();
+    const admin = this.#kafka.admin();
+    await admin.connect();
+    let from: { partition: number; offset: string }[];
+    let ends: { partition: number; high: string }[];
+    try {
+      from = await admin.fetchTopicOffsetsByTimestamp(this.topic, Date.now() - this.horizonMs);
+      ends = await admin.fetchTopicOffsets(this.topic);
+    } finally {
+      await admin.disconnect();
+    }
+    // What is left to read before the reader has seen every event published before it started.
+    const pending = new Map<number, bigint>();
+    for (const { partition, high } of ends) {
+      const start = BigInt(from.find((f) => f.partition === partition)?.offset ?? high);
+      if (BigInt(high) > start) pending.set(partition, BigInt(high) - 1n);
+    }
+    const reader = this.#kafka.consumer({
+      // A group of its own: every instance reads every event. It commits nothing, so the broker
+      // forgets the group once it is empty.
+      groupId: `ctxflow-cancel-${randomUUID()}`,
+      maxWaitTimeInMs: 100,
+    });
+    this.#reader = reader;
+    let caughtUp: () => void = () => {};
+    const ready = new Promise<void>((resolve) => {
+      caughtUp = resolve;
+      if (pending.size === 0) resolve();
+    });
+    await reader.connect();
+    await reader.subscribe({ topic: this.topic, fromBeginning: false });
+    // Bus events are not work of any request: read them from the root context.
+    await otel.with(ROOT_CONTEXT, () =>
+      reader.run({
+        autoCommit: false,
+        eachMessage: async ({ partition, message }) => {
+          this.#read(message.headers ?? {});
+          const last = pending.get(partition);
+          if (last !== undefined && BigInt(message.offset) >= last) {
+            pending.delete(partition);
+            if (pending.size === 0) caughtUp();
+          }
+        },
+      }),
+    );
+    for (const { partition, offset } of from) reader.seek({ topic: this.topic, partition, offset });
+    const timeoutMs = this.#options.catchUpTimeoutMs ?? 10_000;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        diag.warn(`ctxflow: cancel bus ${this.topic} not read to its end after ${timeoutMs} ms`);
+        resolve();
+      }, timeoutMs);
+    });
+    await Promise.race([ready, late]);
+    clearTimeout(timer);
+  }
+
+  #read(headers: IHeaders): void {
+    const requestId = decodeRequestId(headersGetter.get(headers, REQUEST_ID_HEADER));
+    const cause = decodeCause(headersGetter.get(headers, CANCEL_REASON_HEADER));
+    if (requestId !== undefined && cause !== undefined) this.record(requestId, cause);
+  }
+}
+
+/** A cancel bus on `kafka` (see CancelBus). */
+export function cancelBus(kafka: Kafka, options?: CancelBusOptions): CancelBus {
+  return new CancelBus(kafka, options);
+}
