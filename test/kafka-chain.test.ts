@@ -61,6 +61,7 @@ describe('HTTP → Kafka → consumer → HTTP', () => {
       deadLetterProducer: raw,
       cancelBus: bus,
     });
+    t.after(() => worker.disconnect());
     await worker.connect();
     await worker.subscribe({ topic, fromBeginning: true });
     await worker.run({

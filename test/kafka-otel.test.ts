@@ -47,6 +47,7 @@ it('eachBatch: a process span per message, child of and linked to its producer s
   const c = consumer(kafka.consumer({ groupId: `otel-${randomUUID()}`, maxWaitTimeInMs: 100 }), {
     deadLetterProducer: raw,
   });
+  t.after(() => c.disconnect());
   await c.connect();
   await c.subscribe({ topic, fromBeginning: true });
   await c.run({

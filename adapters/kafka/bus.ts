@@ -54,6 +54,8 @@ export class CancelBus {
   #producerReady: Promise<void> | undefined;
   #reader: Consumer | undefined;
   #started: Promise<void> | undefined;
+  // After stop(), a late cancellation must not connect a new producer that nothing would close.
+  #stopped = false;
 
   constructor(kafka: Kafka, options: CancelBusOptions = {}) {
     this.#kafka = kafka;
@@ -63,8 +65,9 @@ export class CancelBus {
     this.#maxEntries = options.maxEntries ?? 100_000;
   }
 
-  /** Publishes that the context sent as `requestId` ended with `cause`. */
+  /** Publishes that the context sent as `requestId` ended with `cause`; does nothing once stopped. */
   async publish(requestId: string, cause: Cause): Promise<void> {
+    if (this.#stopped) return;
     this.#producerReady ??= this.#connectProducer();
     await this.#producerReady;
     const at = Date.now();
@@ -82,12 +85,14 @@ export class CancelBus {
 
   /** Connects the publishing side ahead of the first cancel, so that one is not slowed by it. */
   connect(): Promise<void> {
+    this.#stopped = false;
     this.#producerReady ??= this.#connectProducer();
     return this.#producerReady;
   }
 
   /** Starts this instance's reader; resolves once it has read the bus up to its end at start. */
   start(): Promise<void> {
+    this.#stopped = false;
     this.#started ??= this.#startReader();
     return this.#started;
   }
@@ -132,6 +137,7 @@ export class CancelBus {
 
   /** Stops the reader and disconnects the publishing side. */
   async stop(): Promise<void> {
+    this.#stopped = true;
     const reader = this.#reader;
     const producer = this.#producer;
     this.#reader = undefined;
