@@ -11,20 +11,27 @@ import {
 import type { Batch, Consumer, ConsumerRunConfig, IHeaders, KafkaMessage, Producer } from 'kafkajs';
 import { background, type CancelableContext, type Cause, setContext, withDeadline } from '../../sdk/index.ts';
 import {
+  ATTR_BUDGET_ARRIVAL,
   acceptInbound,
   CANCEL_REASON_HEADER,
   countEnded,
   countShed,
   decodeRequestId,
   encodeCause,
+  errorFor,
   hopAttributes,
   type InboundOptions,
   REQUEST_ID_HEADER,
   recordArrival,
+  traceEnd,
+  traceInbound,
 } from '../../sdk/wire.ts';
 import type { CancelBus } from './bus.ts';
 import { headersGetter } from './headers.ts';
 import { countMessage } from './metrics.ts';
+
+/** Span attribute: what became of a message (`handled`, `dead-lettered`, `skipped`). */
+export const ATTR_OUTCOME = 'ctxflow.kafka.outcome';
 
 /** Where a message that expired (or was cancelled) before it was handled goes. */
 export type ExpiryPolicy = 'dead-letter' | 'skip' | 'process';
@@ -247,24 +254,34 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     let expired = false;
     const attributes = hopAttributes('kafka', topic);
     recordArrival(attributes, ctx.deadline === undefined ? undefined : ctx.remaining());
-    const cancelled = requestId === undefined ? undefined : bus?.cancelled(requestId);
-    if (cancelled !== undefined) {
-      ctx.cancel();
-      countShed(attributes);
-      return unhandled(topic, partition, message, cancelled);
-    }
-    if (ctx.done) {
-      const cause = ctx.cause ?? { code: 'deadline_exceeded' };
-      countShed(attributes);
-      if (onExpired !== 'process') return unhandled(topic, partition, message, cause);
-      expired = true;
-      ctx = withDeadline(background(), Date.now() + budgetMs);
-      otelContext = setContext(otelContext, ctx);
-    }
     // kafkajs instrumentation already runs eachMessage under a process span of its own.
     const instrumented = batch === undefined && trace.getSpan(base) !== undefined;
     const span = instrumented ? undefined : startSpan(topic, partition, message, otelContext);
     if (span !== undefined) otelContext = trace.setSpan(otelContext, span);
+    // A message never handled (cancelled or expired in the queue) still shows in the trace, with its cause.
+    const notHandled = async (cause: Cause): Promise<Outcome> => {
+      if (span !== undefined) traceEnd(span, errorFor(cause));
+      const outcome = await unhandled(topic, partition, message, cause);
+      span?.setAttribute(ATTR_OUTCOME, outcome);
+      span?.end();
+      return outcome;
+    };
+    const cancelled = requestId === undefined ? undefined : bus?.cancelled(requestId);
+    if (cancelled !== undefined) {
+      ctx.cancel();
+      countShed(attributes);
+      return notHandled(cancelled);
+    }
+    if (ctx.done) {
+      const cause = ctx.cause ?? { code: 'deadline_exceeded' };
+      countShed(attributes);
+      span?.setAttribute(ATTR_BUDGET_ARRIVAL, 0);
+      if (onExpired !== 'process') return notHandled(cause);
+      expired = true;
+      ctx = withDeadline(background(), Date.now() + budgetMs);
+      otelContext = setContext(otelContext, ctx);
+    }
+    const untrace = traceInbound(span, ctx);
     const entry: Running = { ctx, requestId, heartbeat, since: performance.now(), redeliver: false };
     running.add(entry);
     let attempts = 0;
@@ -276,6 +293,7 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
             handler({ topic, partition, message, ctx, requestId, expired, heartbeat, batch }),
           );
           span?.setStatus({ code: SpanStatusCode.OK });
+          span?.setAttribute(ATTR_OUTCOME, 'handled');
           return 'handled';
         } catch {
           if (entry.redeliver) throw new Redeliver(`handler stopped: ${ctx.cause?.code}`);
@@ -285,6 +303,7 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
             const reason = cause ?? { code: 'error' };
             await deadLetter(topic, partition, message, reason, attempts);
             countMessage(topic, 'dead-lettered', reason.code);
+            span?.setAttribute(ATTR_OUTCOME, 'dead-lettered');
             return 'dead-lettered';
           }
           await sleep(backoffMs, undefined, { signal: ctx.signal }).catch(() => {});
@@ -295,6 +314,8 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
       running.delete(entry);
       const cause = ctx.cause;
       if (cause !== undefined) countEnded(attributes, cause.code);
+      // The release after the message's work is no cancellation: the span is no longer watching.
+      untrace();
       ctx.cancel();
       span?.end();
     }
