@@ -173,19 +173,23 @@ export function hopsOf(trace: JaegerTrace): Hop[] {
         : grpcStatus !== undefined || tag(span, ['rpc.system']) === 'grpc'
           ? 'grpc'
           : 'http';
+      const cause = causeOf(span);
       const outcome = kafka
         ? String(
             tag(span, ['ctxflow.kafka.outcome']) ?? (tag(span, ['error']) === true ? 'error' : 'handled'),
           )
         : grpcStatus !== undefined
           ? (GRPC_STATUS[Number(grpcStatus)] ?? String(grpcStatus))
-          : String(httpStatus ?? '?');
+          : // A response never sent (the caller went away) keeps node:http's default status: not an answer.
+            cause !== undefined && Number(httpStatus) < 400
+            ? 'no answer'
+            : String(httpStatus ?? '?');
       return {
         service: trace.processes[span.processID]?.serviceName ?? span.processID,
         transport,
         budgetMs: budget === undefined ? undefined : Math.round(Number(budget)),
         outcome,
-        cause: causeOf(span),
+        cause,
       };
     });
 }
