@@ -21,8 +21,14 @@ const run = promisify(execFile);
 const root = path.join(import.meta.dirname, '..');
 const checker = path.join(import.meta.dirname, 'compose');
 
+/** The example services (examples/), built from examples/Dockerfile. */
+const EXAMPLES = ['fulfillment', 'gateway', 'inventory', 'orders', 'shipping'];
+
 interface ComposeService {
   image: string;
+  build?: { context: string; dockerfile: string };
+  command?: string[];
+  network_mode?: string;
   environment?: Record<string, string | null>;
   ports?: { host_ip?: string; target: number; published: string; protocol: string }[];
   healthcheck?: { test: string[]; interval: string; timeout: string; retries: number };
@@ -44,7 +50,7 @@ test('docker-compose.yml matches the native infrastructure', { timeout: 300_000 
   if (!onPath('go')) return unavailable(t, 'go not found on PATH: cannot build the compose-go checker');
   const { stdout } = await run(await buildChecker(), [path.join(root, 'docker-compose.yml')]);
   const { services } = JSON.parse(stdout) as { services: Record<string, ComposeService> };
-  assert.deepEqual(Object.keys(services).sort(), ['jaeger', 'kafka']);
+  assert.deepEqual(Object.keys(services).sort(), [...EXAMPLES, 'jaeger', 'kafka'].sort());
   const { kafka, jaeger } = services as { kafka: ComposeService; jaeger: ComposeService };
 
   const published = (service: ComposeService) =>
@@ -74,4 +80,30 @@ test('docker-compose.yml matches the native infrastructure', { timeout: 300_000 
     jaeger.healthcheck?.test.join(' ').includes(`127.0.0.1:${DEFAULT_PORTS.jaegerHealth}/status`),
     'Jaeger healthcheck',
   );
+});
+
+test('docker-compose.yml runs each example service from its main.ts, reaching Kafka and Jaeger as advertised', {
+  timeout: 300_000,
+}, async (t) => {
+  if (!onPath('go')) return unavailable(t, 'go not found on PATH: cannot build the compose-go checker');
+  const { stdout } = await run(await buildChecker(), [path.join(root, 'docker-compose.yml')]);
+  const { services } = JSON.parse(stdout) as { services: Record<string, ComposeService> };
+  assert.ok(fs.existsSync(path.join(root, 'examples', 'Dockerfile')));
+  for (const name of EXAMPLES) {
+    const service = services[name] as ComposeService;
+    assert.equal(service.build?.dockerfile, 'examples/Dockerfile', name);
+    assert.deepEqual(service.command, [`examples/${name}/main.ts`], name);
+    assert.ok(fs.existsSync(path.join(root, 'examples', name, 'main.ts')), name);
+    // The broker advertises 127.0.0.1: the services share the host's network to reach it.
+    assert.equal(service.network_mode, 'host', name);
+    assert.equal(service.environment?.OTEL_SERVICE_NAME, name);
+    assert.equal(
+      service.environment?.OTEL_EXPORTER_OTLP_ENDPOINT,
+      `http://127.0.0.1:${DEFAULT_PORTS.otlpHttp}`,
+      name,
+    );
+    if (service.environment?.KAFKA_BROKERS !== undefined) {
+      assert.equal(service.environment.KAFKA_BROKERS, `127.0.0.1:${DEFAULT_PORTS.kafka}`, name);
+    }
+  }
 });
