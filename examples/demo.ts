@@ -9,6 +9,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -150,8 +151,27 @@ const common = {
   await admin.disconnect();
 }
 
+/** Where each service serves its metrics (`OTEL_METRICS_EXPORTER=prometheus`: no code in the service). */
+const metricsPorts = new Map<string, number>();
+
+/** A port nothing listens on now. */
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
 async function start(name: string, env: Record<string, string> = {}): Promise<number> {
-  const service = new Running(name, { ...common, ...env });
+  const metricsPort = metricsPorts.get(name) ?? (await freePort());
+  metricsPorts.set(name, metricsPort);
+  const metrics = {
+    OTEL_METRICS_EXPORTER: 'prometheus',
+    OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1',
+    OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort),
+  };
+  const service = new Running(name, { ...common, ...metrics, ...env });
   services.set(name, service);
   const exited = new Promise<never>((_, reject) =>
     service.child.once('exit', (code) =>
@@ -223,6 +243,33 @@ async function report(traceId: string, expected: string[]): Promise<void> {
   if (hasUi) console.log(`  ${infra.jaeger}/trace/${traceId}`);
 }
 
+/**
+ * A few of the services' own metrics, scraped from their Prometheus endpoints: where contexts
+ * ended and why, and what was dead-lettered or shed (fulfillment's count since its restart).
+ */
+async function printMetrics(): Promise<void> {
+  console.log('\nwhat the services count (ctxflow.context.ended and friends, from their /metrics):');
+  for (const [name, port] of metricsPorts) {
+    const text = await fetch(`http://127.0.0.1:${port}/metrics`).then(
+      (r) => r.text(),
+      () => '',
+    );
+    const counts = text
+      .split('\n')
+      .filter((line) => /^ctxflow_(context_ended|request_shed|kafka_messages)[a-z_]*_total\{/.test(line))
+      .map((line) => {
+        const labels = Object.fromEntries([...line.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+        const what = line.startsWith('ctxflow_context_ended')
+          ? `ended ${labels.ctxflow_cause} (${labels.ctxflow_cause_source})`
+          : line.startsWith('ctxflow_request_shed')
+            ? 'shed'
+            : `${labels.ctxflow_kafka_outcome} ${labels.ctxflow_cause}`;
+        return `${what}: ${line.slice(line.lastIndexOf(' ') + 1)}`;
+      });
+    console.log(`  ${name.padEnd(12)} ${counts.length > 0 ? counts.join(', ') : '-'}`);
+  }
+}
+
 const arrivedAt = (service: string) => (traceId: string) =>
   (services.get(service) as Running).next((l) => l.event === 'arrived' && l.traceId === traceId, 20_000);
 
@@ -258,6 +305,7 @@ try {
   await start('fulfillment', { SHIPPING_URL: `http://127.0.0.1:${shipping}` });
   await report(queued, ['gateway', 'orders', 'fulfillment']);
 
+  await printMetrics();
   console.log(`\nany trace again: npx ctxflow trace <trace id> --jaeger ${infra.jaeger}`);
   if (KEEP) {
     console.log(

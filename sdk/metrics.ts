@@ -42,6 +42,7 @@ interface Instruments {
   readonly retries: Counter;
   readonly breaker: Counter;
   readonly bulkheadWait: Histogram;
+  readonly messages: Counter;
 }
 
 let provider: MeterProvider | undefined;
@@ -82,6 +83,10 @@ function meter(): Instruments {
     breaker: m.createCounter('ctxflow.breaker.transitions', {
       description: 'Circuit breaker state changes',
       unit: '{transition}',
+    }),
+    messages: m.createCounter('ctxflow.kafka.messages', {
+      description: 'Kafka messages dead-lettered or skipped instead of handled',
+      unit: '{message}',
     }),
     bulkheadWait: m.createHistogram('ctxflow.bulkhead.wait', {
       description: 'Time a call waited in a bulkhead queue',
@@ -174,4 +179,21 @@ export function countBreakerTransition(policy: string, state: 'open' | 'half-ope
 /** Records how long a call waited in a bulkhead queue, and whether it got a slot or left (`ctxflow.bulkhead.wait`). */
 export function recordBulkheadWait(policy: string, waitedMs: number, outcome: 'admitted' | 'left'): void {
   meter().bulkheadWait.record(waitedMs, { 'ctxflow.policy': policy, 'ctxflow.bulkhead.outcome': outcome });
+}
+
+/**
+ * Counts a Kafka message dead-lettered or skipped instead of handled (`ctxflow.kafka.messages`), by
+ * topic and cause: expired in the queue (`deadline_exceeded`), cancelled through the bus, failed.
+ */
+export function countKafkaMessage(
+  topic: string,
+  outcome: 'skipped' | 'dead-lettered',
+  cause: CauseCode,
+): void {
+  const code = STANDARD_CAUSES.has(cause) ? cause : 'other';
+  meter().messages.add(1, {
+    'messaging.destination.name': topic,
+    'ctxflow.kafka.outcome': outcome,
+    'ctxflow.cause': code,
+  });
 }

@@ -45,6 +45,7 @@ export {
   BUDGET_BUCKETS_MS,
   type CauseSource,
   countEnded,
+  countKafkaMessage,
   countShed,
   hopAttributes,
   recordArrival,

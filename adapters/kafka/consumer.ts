@@ -15,6 +15,7 @@ import {
   acceptInbound,
   CANCEL_REASON_HEADER,
   countEnded,
+  countKafkaMessage,
   countShed,
   decodeRequestId,
   encodeCause,
@@ -28,7 +29,6 @@ import {
 } from '../../sdk/wire.ts';
 import type { CancelBus } from './bus.ts';
 import { headersGetter } from './headers.ts';
-import { countMessage } from './metrics.ts';
 
 /** Span attribute: what became of a message (`handled`, `dead-lettered`, `skipped`). */
 export const ATTR_OUTCOME = 'ctxflow.kafka.outcome';
@@ -225,11 +225,11 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     cause: Cause,
   ): Promise<Outcome> {
     if (onExpired === 'skip' || (onExpired === 'process' && cause.code !== 'deadline_exceeded')) {
-      countMessage(topic, 'skipped', cause.code);
+      countKafkaMessage(topic, 'skipped', cause.code);
       return 'skipped';
     }
     await deadLetter(topic, partition, message, cause, 0);
-    countMessage(topic, 'dead-lettered', cause.code);
+    countKafkaMessage(topic, 'dead-lettered', cause.code);
     return 'dead-lettered';
   }
 
@@ -302,7 +302,7 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
             span?.setStatus({ code: SpanStatusCode.ERROR, message: cause?.code ?? 'error' });
             const reason = cause ?? { code: 'error' };
             await deadLetter(topic, partition, message, reason, attempts);
-            countMessage(topic, 'dead-lettered', reason.code);
+            countKafkaMessage(topic, 'dead-lettered', reason.code);
             span?.setAttribute(ATTR_OUTCOME, 'dead-lettered');
             return 'dead-lettered';
           }
