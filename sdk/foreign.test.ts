@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
-import { defaultTextMapGetter, defaultTextMapSetter, metrics } from '@opentelemetry/api';
-import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
+import { describe, it } from 'node:test';
+import { defaultTextMapGetter, defaultTextMapSetter } from '@opentelemetry/api';
 import fc from 'fast-check';
+import { collectMetrics, rejectedCounts } from '../test/support/metrics.ts';
 import type { HeaderValue } from './codec.ts';
 import {
   CONNECT_TIMEOUT_HEADER,
@@ -20,28 +20,8 @@ import {
 } from './foreign.ts';
 import { acceptInbound } from './inbound.ts';
 
-class Reader extends MetricReader {
-  protected override async onForceFlush(): Promise<void> {}
-  protected override async onShutdown(): Promise<void> {}
-}
-
-const reader = new Reader();
-metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
-after(() => metrics.disable());
-
-async function rejected(): Promise<Record<string, number>> {
-  const { resourceMetrics } = await reader.collect();
-  const counts: Record<string, number> = {};
-  for (const scope of resourceMetrics.scopeMetrics) {
-    for (const metric of scope.metrics) {
-      if (metric.descriptor.name !== 'ctxflow.inbound.rejected') continue;
-      for (const point of metric.dataPoints) {
-        counts[`${point.attributes.header}/${point.attributes.reason}`] = point.value as number;
-      }
-    }
-  }
-  return counts;
-}
+const points = collectMetrics();
+const rejected = () => rejectedCounts(points);
 
 /** How much each counter grew while `fn` ran. */
 async function counted(fn: () => void): Promise<Record<string, number>> {

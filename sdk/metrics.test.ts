@@ -1,32 +1,12 @@
 import assert from 'node:assert/strict';
-import { after, it } from 'node:test';
-import { defaultTextMapGetter, metrics } from '@opentelemetry/api';
-import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
+import { it } from 'node:test';
+import { defaultTextMapGetter } from '@opentelemetry/api';
+import { collectMetrics, rejectedCounts } from '../test/support/metrics.ts';
 import { decodeCause, inboundDeadline } from './codec.ts';
 import { acceptInbound } from './inbound.ts';
 
-class Reader extends MetricReader {
-  protected override async onForceFlush(): Promise<void> {}
-  protected override async onShutdown(): Promise<void> {}
-}
-
-const reader = new Reader();
-metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
-after(() => metrics.disable());
-
-async function rejected(): Promise<Record<string, number>> {
-  const { resourceMetrics } = await reader.collect();
-  const counts: Record<string, number> = {};
-  for (const scope of resourceMetrics.scopeMetrics) {
-    for (const metric of scope.metrics) {
-      if (metric.descriptor.name !== 'ctxflow.inbound.rejected') continue;
-      for (const point of metric.dataPoints) {
-        counts[`${point.attributes.header}/${point.attributes.reason}`] = point.value as number;
-      }
-    }
-  }
-  return counts;
-}
+const points = collectMetrics();
+const rejected = () => rejectedCounts(points);
 
 it('counts every ignored or clamped inbound value by header and reason', async () => {
   inboundDeadline('-1', undefined);

@@ -1,34 +1,12 @@
 import assert from 'node:assert/strict';
-import { after, test } from 'node:test';
-import { metrics } from '@opentelemetry/api';
-import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
+import { test } from 'node:test';
+import { collectMetrics } from '../../test/support/metrics.ts';
 import { background, run, withTimeout } from '../context.ts';
 import { breaker } from './breaker.ts';
 import { bulkhead } from './bulkhead.ts';
 import { retry } from './retry.ts';
 
-class Reader extends MetricReader {
-  protected override async onForceFlush(): Promise<void> {}
-  protected override async onShutdown(): Promise<void> {}
-}
-const reader = new Reader();
-metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
-after(() => metrics.disable());
-
-/** Data points of `name`: attributes and value (a sum, or a histogram's count). */
-async function points(name: string): Promise<{ attributes: Record<string, unknown>; value: number }[]> {
-  const { resourceMetrics } = await reader.collect();
-  return resourceMetrics.scopeMetrics.flatMap((scope) =>
-    scope.metrics
-      .filter((m) => m.descriptor.name === name)
-      .flatMap((m) =>
-        m.dataPoints.map((p) => ({
-          attributes: p.attributes,
-          value: typeof p.value === 'number' ? p.value : (p.value as { count: number }).count,
-        })),
-      ),
-  );
-}
+const points = collectMetrics();
 
 test('retry decisions, breaker transitions and bulkhead waits are counted by policy', async () => {
   const fail = () => Promise.reject(new Error('down'));
