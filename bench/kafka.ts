@@ -73,8 +73,12 @@ async function produce(send: Producer, variant: Variant, to: string): Promise<vo
     if (variant !== 'ctxflow') {
       await send.send({ topic: to, messages: variant === 'kafkajs' ? batch : batchWithHeaders });
     } else {
-      using ctx = withTimeout(background(), 30_000);
-      await ctx.run(() => send.send({ topic: to, messages: batch }));
+      const ctx = withTimeout(background(), 30_000);
+      try {
+        await ctx.run(() => send.send({ topic: to, messages: batch }));
+      } finally {
+        ctx.cancel();
+      }
     }
   }
 }

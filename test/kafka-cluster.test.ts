@@ -39,10 +39,14 @@ describe('ctxflow/kafka on a three-broker cluster', () => {
       if (i === 100) restart = await stopNode('kafka-cluster', 1);
       const messages = Array.from({ length: 10 }, (_, j) => ({ value: `m${i + j}`, key: `k${(i + j) % 7}` }));
       const start = performance.now();
-      using ctx = withTimeout(background(), 60_000);
-      await ctx.run(() => send.send({ topic, messages }));
-      longestSendMs = Math.max(longestSendMs, performance.now() - start);
-      await sleep(5);
+      const ctx = withTimeout(background(), 60_000);
+      try {
+        await ctx.run(() => send.send({ topic, messages }));
+        longestSendMs = Math.max(longestSendMs, performance.now() - start);
+        await sleep(5);
+      } finally {
+        ctx.cancel();
+      }
     }
     await waitFor('every message handled', () => (handled.size === MESSAGES ? true : undefined), 30_000);
     t.diagnostic(`longest send while a broker was down: ${longestSendMs.toFixed(0)} ms`);

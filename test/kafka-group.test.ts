@@ -122,13 +122,17 @@ describe('ctxflow/kafka, three instances in one group', () => {
     const send = producer(group.raw);
     const values = Array.from({ length: 60 }, (_, i) => `m${i}`);
     {
-      using ctx = withTimeout(background(), 55_000);
-      await ctx.run(() =>
-        send.send({
-          topic: group.topic,
-          messages: values.map((value, i) => ({ value, partition: i % PARTITIONS })),
-        }),
-      );
+      const ctx = withTimeout(background(), 55_000);
+      try {
+        await ctx.run(() =>
+          send.send({
+            topic: group.topic,
+            messages: values.map((value, i) => ({ value, partition: i % PARTITIONS })),
+          }),
+        );
+      } finally {
+        ctx.cancel();
+      }
     }
     const handled = () =>
       new Set(group.workers.flatMap((w) => w.events.flatMap((e) => (e.type === 'handled' ? [e.value] : []))));

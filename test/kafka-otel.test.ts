@@ -37,10 +37,14 @@ it('eachBatch: a process span per message, child of and linked to its producer s
   const producers: { value: string; traceId: string; spanId: string }[] = [];
   for (const value of ['a', 'b', 'c']) {
     await tracer.startActiveSpan(`send ${value}`, { kind: SpanKind.PRODUCER }, async (span) => {
-      using ctx = withTimeout(background(), 10_000);
-      await ctx.run(() => send.send({ topic, messages: [{ value }] }));
-      producers.push({ value, traceId: span.spanContext().traceId, spanId: span.spanContext().spanId });
-      span.end();
+      const ctx = withTimeout(background(), 10_000);
+      try {
+        await ctx.run(() => send.send({ topic, messages: [{ value }] }));
+        producers.push({ value, traceId: span.spanContext().traceId, spanId: span.spanContext().spanId });
+        span.end();
+      } finally {
+        ctx.cancel();
+      }
     });
   }
   const seen = new Map<string, { traceId: string | undefined; activeSpanId: string | undefined }>();

@@ -34,8 +34,12 @@ async function consumeShifted(
   t.after(() => raw.disconnect());
   await raw.connect();
   {
-    using ctx = withTimeout(background(), BUDGET_MS);
-    await ctx.run(() => producer(raw).send({ topic, messages: [{ value: 'skewed' }] }));
+    const ctx = withTimeout(background(), BUDGET_MS);
+    try {
+      await ctx.run(() => producer(raw).send({ topic, messages: [{ value: 'skewed' }] }));
+    } finally {
+      ctx.cancel();
+    }
   }
   const worker = startWorker(
     0,

@@ -59,24 +59,30 @@ describe('ctxflow/kafka', () => {
     const topic = uniqueTopic('deadline');
     await createTopics(client, [topic]);
     const send = producer(raw);
-    using ctx = withTimeout(background(), 5_000);
-    const sentAt = Date.now();
-    await ctx.run(() => send.send({ topic, messages: [{ value: 'order-1', headers: { 'x-order': '1' } }] }));
-    await sleep(400); // time in the queue
-    const seen: { deadline: number | undefined; remaining: number; traceId: string | undefined }[] = [];
-    await startConsumer(t, client, topic, async ({ ctx: messageCtx }) => {
-      seen.push({
-        deadline: messageCtx.deadline,
-        remaining: messageCtx.remaining(),
-        traceId: messageCtx.traceId,
+    const ctx = withTimeout(background(), 5_000);
+    try {
+      const sentAt = Date.now();
+      await ctx.run(() =>
+        send.send({ topic, messages: [{ value: 'order-1', headers: { 'x-order': '1' } }] }),
+      );
+      await sleep(400); // time in the queue
+      const seen: { deadline: number | undefined; remaining: number; traceId: string | undefined }[] = [];
+      await startConsumer(t, client, topic, async ({ ctx: messageCtx }) => {
+        seen.push({
+          deadline: messageCtx.deadline,
+          remaining: messageCtx.remaining(),
+          traceId: messageCtx.traceId,
+        });
       });
-    });
-    const [first] = await waitFor('the message', () => (seen.length > 0 ? seen : undefined));
-    assert.ok(first);
-    // The producer's deadline minus the 5 ms reserve, on the same clock: queue time counted.
-    assert.equal(first.deadline, Math.floor((ctx.deadline as number) - 5));
-    assert.ok(first.remaining <= 5_000 - 400, `remaining ${first.remaining} counts the queue time`);
-    assert.ok(first.remaining > 0 && Date.now() - sentAt < 5_000);
+      const [first] = await waitFor('the message', () => (seen.length > 0 ? seen : undefined));
+      assert.ok(first);
+      // The producer's deadline minus the 5 ms reserve, on the same clock: queue time counted.
+      assert.equal(first.deadline, Math.floor((ctx.deadline as number) - 5));
+      assert.ok(first.remaining <= 5_000 - 400, `remaining ${first.remaining} counts the queue time`);
+      assert.ok(first.remaining > 0 && Date.now() - sentAt < 5_000);
+    } finally {
+      ctx.cancel();
+    }
   });
 
   it('dead-letters a message that expired in the queue, with its headers, reason, place and time', async (t) => {
@@ -86,10 +92,14 @@ describe('ctxflow/kafka', () => {
     await createTopics(client, [topic, `${topic}.dead-letter`]);
     const send = producer(raw);
     {
-      using ctx = withTimeout(background(), 100);
-      await ctx.run(() =>
-        send.send({ topic, messages: [{ key: 'k', value: 'late', headers: { 'x-order': '7' } }] }),
-      );
+      const ctx = withTimeout(background(), 100);
+      try {
+        await ctx.run(() =>
+          send.send({ topic, messages: [{ key: 'k', value: 'late', headers: { 'x-order': '7' } }] }),
+        );
+      } finally {
+        ctx.cancel();
+      }
     }
     await sleep(200);
     const handled: string[] = [];
@@ -121,8 +131,12 @@ describe('ctxflow/kafka', () => {
     await createTopics(client, [topic]);
     const send = producer(raw);
     {
-      using ctx = withTimeout(background(), 50);
-      await ctx.run(() => send.send({ topic, messages: [{ value: 'late' }] }));
+      const ctx = withTimeout(background(), 50);
+      try {
+        await ctx.run(() => send.send({ topic, messages: [{ value: 'late' }] }));
+      } finally {
+        ctx.cancel();
+      }
     }
     await sleep(100);
     await ctx0(send, topic, 'fresh');
@@ -312,9 +326,13 @@ describe('ctxflow/kafka', () => {
     const send = producer(raw);
     const sent: { value: string; deadline: number; traceId: string | undefined }[] = [];
     for (let i = 0; i < 5; i++) {
-      using ctx = withTimeout(background(), 5_000 + i * 1_000);
-      await ctx.run(() => send.send({ topic, messages: [{ value: `b${i}` }] }));
-      sent.push({ value: `b${i}`, deadline: Math.floor((ctx.deadline as number) - 5), traceId: undefined });
+      const ctx = withTimeout(background(), 5_000 + i * 1_000);
+      try {
+        await ctx.run(() => send.send({ topic, messages: [{ value: `b${i}` }] }));
+        sent.push({ value: `b${i}`, deadline: Math.floor((ctx.deadline as number) - 5), traceId: undefined });
+      } finally {
+        ctx.cancel();
+      }
     }
     const seen: { value: string; deadline: number | undefined; batchSize: number; current: boolean }[] = [];
     const { current } = await import('../sdk/context.ts');
@@ -379,6 +397,10 @@ describe('ctxflow/kafka', () => {
 });
 
 async function ctx0(send: Producer, topic: string, value: string): Promise<void> {
-  using ctx = withTimeout(background(), 10_000);
-  await ctx.run(() => send.send({ topic, messages: [{ value }] }));
+  const ctx = withTimeout(background(), 10_000);
+  try {
+    await ctx.run(() => send.send({ topic, messages: [{ value }] }));
+  } finally {
+    ctx.cancel();
+  }
 }

@@ -38,6 +38,19 @@ async function scrape(): Promise<Family[]> {
   return parseExposition(await answer.text());
 }
 
+/**
+ * Scrapes until `ready` holds (at most 5 s): a hop records its budget sample when its response
+ * closes, which can come just after the client has its answer.
+ */
+async function scrapeUntil(ready: (families: Family[]) => boolean): Promise<Family[]> {
+  let families = await scrape();
+  for (let i = 0; i < 50 && !ready(families); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    families = await scrape();
+  }
+  return families;
+}
+
 /** The samples of the family whose name starts with `prefix`, ending with `suffix` (`_total`, `_count`...). */
 function family(families: Family[], prefix: string, suffix = ''): Sample[] {
   const found = families.find((f) => f.name.startsWith(prefix));
@@ -98,7 +111,11 @@ describe('HTTP: three hops', () => {
     assert.equal(slow.status, 504);
     assert.equal(slow.headers.get('ctx-cancel-reason'), 'deadline_exceeded');
 
-    const families = await scrape();
+    const families = await scrapeUntil((found) =>
+      ['/a/:mode', '/b/:mode', '/c/:mode'].every(
+        (route) => count(family(found, 'ctxflow_budget_arrival', '_count'), { http_route: route }) === 2,
+      ),
+    );
     const budget = (suffix: string, route: string, more: Record<string, string> = {}) =>
       count(family(families, 'ctxflow_budget_arrival', suffix), { http_route: route, ...more });
     for (const route of ['/a/:mode', '/b/:mode', '/c/:mode'])

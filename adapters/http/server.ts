@@ -7,13 +7,7 @@
 import { type IncomingHttpHeaders, IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
 import { type Context as OtelContext, context as otel, type TextMapGetter, trace } from '@opentelemetry/api';
 import { getRPCMetadata } from '@opentelemetry/core';
-import {
-  type CancelableContext,
-  type Cause,
-  type CauseCode,
-  type Context,
-  ContextDoneError,
-} from '../../sdk/index.ts';
+import { type CancelableContext, type Cause, type Context, ContextDoneError } from '../../sdk/index.ts';
 import {
   acceptInbound,
   CANCEL_REASON_HEADER,
@@ -77,9 +71,10 @@ const headerGetter: TextMapGetter<IncomingHttpHeaders> = {
 
 // A symbol-keyed property rather than a WeakMap: cheaper per request, and it dies with the request.
 const CONTEXT = Symbol('ctxflow.context');
-// Set when the handler ends the context with a callee's end (a rethrown context error).
-const PASSED_ON = Symbol('ctxflow.passed-on');
-type WithContext = IncomingMessage & { [CONTEXT]?: CancelableContext; [PASSED_ON]?: boolean };
+// Set when the handler's error ends the context (after answering it): `downstream` for a callee's
+// end it passed on (a rethrown context error), `local` for any other error.
+const ENDED_BY_HANDLER = Symbol('ctxflow.ended-by-handler');
+type WithContext = IncomingMessage & { [CONTEXT]?: CancelableContext; [ENDED_BY_HANDLER]?: CauseSource };
 
 /**
  * The route template that served a request (express's `req.baseUrl` + `req.route.path`), for
@@ -117,7 +112,6 @@ export function requestContexts(
     // The HTTP server span (instrumentation-http), not the span of a middleware (instrumentation-express).
     const span = getRPCMetadata(call.otelContext)?.span ?? trace.getSpan(call.otelContext);
     let budget: number | undefined;
-    let source: CauseSource = 'local';
     const untrace = traceInbound(span, ctx);
     if (ctx.deadline !== undefined) {
       budget = ctx.remaining();
@@ -139,12 +133,12 @@ export function requestContexts(
       }
       signal.addEventListener('abort', () => ctx.cancel(callerGone));
     }
-    // Set when the context ends before the response is complete: what the request died of.
-    let endedBy: CauseCode | undefined;
     ctx.onDone((error) => {
-      if (res.writableFinished) return;
-      endedBy = error.cause.code;
-      source = (req as WithContext)[PASSED_ON] === true ? 'downstream' : 'local';
+      // Ended by the handler's error (already answered, perhaps already flushed), or before the
+      // response was complete: what the request died of, counted now.
+      const byHandler = (req as WithContext)[ENDED_BY_HANDLER];
+      if (byHandler === undefined && res.writableFinished) return;
+      countEnded(hopAttributes('http', routeOf(req)), error.cause.code, byHandler ?? 'local');
       reply(res, error);
     });
     guard(res, ctx);
@@ -155,9 +149,7 @@ export function requestContexts(
       // A complete response is not a cancellation: stop tracing the context before ending it.
       if (res.writableFinished) untrace();
       ctx.cancel(res.writableFinished ? undefined : callerGone);
-      const attributes = hopAttributes('http', routeOf(req));
-      recordArrival(attributes, budget);
-      if (endedBy !== undefined) countEnded(attributes, endedBy, source);
+      recordArrival(hopAttributes('http', routeOf(req)), budget);
     });
     return call.otelContext;
   };
@@ -209,7 +201,7 @@ export function answerError(
     reply(res, error);
     if (ctx !== undefined && !ctx.done) {
       // A callee's end, passed on by the handler: not this hop's own.
-      (req as WithContext)[PASSED_ON] = true;
+      (req as WithContext)[ENDED_BY_HANDLER] = 'downstream';
       ctx.cancel(error.cause);
     }
     return;
@@ -226,7 +218,10 @@ export function answerError(
     res.setHeader('content-type', 'text/plain; charset=utf-8');
     ownEnd(res).call(res, STATUS_CODES[status] ?? 'Error');
   }
-  ctx?.cancel(ERROR);
+  if (ctx !== undefined && !ctx.done) {
+    (req as WithContext)[ENDED_BY_HANDLER] = 'local';
+    ctx.cancel(ERROR);
+  }
 }
 
 let defaultLog: ((error: unknown) => void) | undefined;
