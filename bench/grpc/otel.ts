@@ -14,6 +14,8 @@ const exporter = new DroppingExporter();
 const sdk = new NodeSDK({
   serviceName: `bench-grpc-${process.env.BENCH_ROLE ?? 'server'}`,
   spanProcessors: [new BatchSpanProcessor({ exporter })],
+  // Traces only, as init() sets up by default: NodeSDK would otherwise add an OTLP metrics reader.
+  metricReaders: [],
   instrumentations: [new GrpcInstrumentation()],
 });
 sdk.start();

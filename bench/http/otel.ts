@@ -18,6 +18,8 @@ const withCtxflow = process.env.BENCH_CTXFLOW === '1';
 const sdk = new NodeSDK({
   serviceName: `bench-${process.env.BENCH_ROLE ?? 'server'}`,
   spanProcessors: [new BatchSpanProcessor({ exporter })],
+  // Traces only, as init() sets up by default: NodeSDK would otherwise add an OTLP metrics reader.
+  metricReaders: [],
   instrumentations: [
     new HttpInstrumentation(),
     new ExpressInstrumentation(
