@@ -1,20 +1,5 @@
-// Goodput under a realistic mix: client -> A -> B -> C (express, fetch between them) -> D (gRPC, a
-// backend of GOODPUT_POOL workers, each call GOODPUT_STEPS x (0.2 ms CPU + 10 ms wait)), in three
-// variants in the same run:
-//   bare       express + global fetch + grpc-js, no deadlines, no cancellation
-//   ctxflow    deadlines() + ctxflow fetch + clientOptions()/serverInterceptor()/wrapService(),
-//              D's server with Node's default HTTP/2 reset guard
-//   +guard     ctxflow, D's server from createServer() (resetGuard())
-// The load is a closed loop of BENCH_CONCURRENCY requests (default 32) in flight, each request
-// started from the previous one's end, with the mix: 40% normal (ctx-timeout 1000, the client
-// waits), 30% with a 100 ms budget (ctx-timeout 100, the client waits), 30% abandoned by the
-// client after 5-80 ms. A request succeeds when it is answered 200 within its budget. Each variant
-// runs as four processes pinned to core 1 (taskset, with 2+ cores); the load runs here on core 0.
-// Variants are interleaved (bare, ctxflow, +guard, bare, ...), BENCH_ROUNDS rounds (default 3) of
-// BENCH_SECONDS (default 8) after 2 s of warm-up; medians and spread are reported.
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { type BenchServer, CORES, pinned, startServer } from './support/servers.ts';
 import { cpuSeconds, machineBusySeconds, median, range } from './support/stats.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -31,16 +16,10 @@ const LABELS: Record<Variant, string> = {
 const ROLES = ['D', 'C', 'B', 'A'] as const;
 type Role = (typeof ROLES)[number];
 
-const node = process.execPath;
+const _node = process.execPath;
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
-const CORES = availableParallelism();
-const pinned = CORES >= 2 && spawnSync('taskset', ['-V']).status === 0;
-if (pinned) spawnSync('taskset', ['-a', '-cp', '0', String(process.pid)], { stdio: 'ignore' });
-
-interface Hop {
+interface Hop extends BenchServer {
   readonly role: Role;
-  readonly child: ChildProcess;
-  readonly port: number;
 }
 
 interface Counters {
@@ -51,26 +30,19 @@ interface Counters {
   firstError: string;
 }
 
-function startHop(variant: Variant, role: Role, next: string): Promise<Hop> {
+async function startHop(variant: Variant, role: Role, next: string): Promise<Hop> {
   const args = ['--conditions=ctxflow-source', here('./goodput/hop.ts')];
-  const env = {
-    ...process.env,
-    GOODPUT_ROLE: role,
-    GOODPUT_NEXT: next,
-    GOODPUT_CTXFLOW: variant === 'bare' ? '0' : '1',
-    GOODPUT_RESET_GUARD: variant === 'guard' ? '1' : '0',
-    NODE_ENV: 'production',
-  };
-  const [command, argv] = pinned ? ['taskset', ['-c', '1', node, ...args]] : [node, args];
-  const child = spawn(command as string, argv as string[], {
-    env,
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`${variant}/${role} exited with ${code}`)));
-    child.once('message', (message: { port: number }) => resolve({ role, child, port: message.port }));
-  });
+  const server = await startServer(
+    args,
+    {
+      GOODPUT_ROLE: role,
+      GOODPUT_NEXT: next,
+      GOODPUT_CTXFLOW: variant === 'bare' ? '0' : '1',
+      GOODPUT_RESET_GUARD: variant === 'guard' ? '1' : '0',
+    },
+    `${variant}/${role}`,
+  );
+  return { role, ...server };
 }
 
 async function startChain(variant: Variant): Promise<Hop[]> {

@@ -7,10 +7,10 @@
 // pinned to core 0 and the servers to core 1. Variants are interleaved (a, b, c, a, b, c, ...);
 // medians and spread are reported, then the cancellation latency over three hops.
 // Environment: BENCH_ROUNDS (default 5), BENCH_SECONDS (default 5), BENCH_CONNECTIONS (default 10).
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { availableParallelism } from 'node:os';
+import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
+import { type BenchServer, CORES, pinned, spanCount, startServer } from './support/servers.ts';
 import { cpuSeconds, median, range } from './support/stats.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -29,46 +29,24 @@ const LABELS: Record<Variant, string> = {
 const node = process.execPath;
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 
-const CORES = availableParallelism();
-const pinned = CORES >= 2 && spawnSync('taskset', ['-V']).status === 0;
-if (pinned) spawnSync('taskset', ['-a', '-cp', '0', String(process.pid)], { stdio: 'ignore' });
+type Server = BenchServer;
 
-interface Server {
-  readonly child: ChildProcess;
-  readonly port: number;
-}
-
-function startServer(variant: Variant, role: 'A' | 'B', next?: string): Promise<Server> {
+function startVariantServer(variant: Variant, role: 'A' | 'B', next?: string): Promise<Server> {
   const args = [
     '--conditions=ctxflow-source',
     ...(variant === 'a' ? [] : ['--import', here('./http/otel.ts')]),
     here('./http/server.ts'),
   ];
-  const env = {
-    ...process.env,
-    BENCH_ROLE: role,
-    BENCH_CTXFLOW: variant === 'c' || variant === 'd' ? '1' : '0',
-    BENCH_IGNORE_MIDDLEWARE_SPAN: variant === 'd' ? '1' : '0',
-    ...(next === undefined ? {} : { BENCH_NEXT: next }),
-    NODE_ENV: 'production',
-  };
-  const [command, argv] = pinned ? ['taskset', ['-c', '1', node, ...args]] : [node, args];
-  const child = spawn(command as string, argv as string[], {
-    env,
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`${variant}/${role} exited with ${code}`)));
-    child.once('message', (message: { port: number }) => resolve({ child, port: message.port }));
-  });
-}
-
-function spanCount(server: Server): Promise<number> {
-  return new Promise((resolve) => {
-    server.child.once('message', (message: { spans: number }) => resolve(message.spans));
-    server.child.send({ type: 'spans' });
-  });
+  return startServer(
+    args,
+    {
+      BENCH_ROLE: role,
+      BENCH_CTXFLOW: variant === 'c' || variant === 'd' ? '1' : '0',
+      BENCH_IGNORE_MIDDLEWARE_SPAN: variant === 'd' ? '1' : '0',
+      ...(next === undefined ? {} : { BENCH_NEXT: next }),
+    },
+    `${variant}/${role}`,
+  );
 }
 
 interface Run {
@@ -130,8 +108,8 @@ function cancellation(): Record<string, { p50: number; p99: number; max: number;
 const servers = new Map<Variant, [Server, Server]>();
 try {
   for (const variant of VARIANTS) {
-    const b = await startServer(variant, 'B');
-    const a = await startServer(variant, 'A', `http://127.0.0.1:${b.port}`);
+    const b = await startVariantServer(variant, 'B');
+    const a = await startVariantServer(variant, 'A', `http://127.0.0.1:${b.port}`);
     servers.set(variant, [a, b]);
   }
   process.stderr.write(

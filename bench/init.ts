@@ -8,11 +8,11 @@
 // Then init()'s start-up time in fresh processes. Pinned as bench/http.ts (load generator on core
 // 0, servers on core 1). Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5), BENCH_CONNECTIONS (10),
 // BENCH_LAYERS (comma-separated subset; the ratios need all five).
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
+import { type BenchServer, CORES, pinned, spanCount, startServer } from './support/servers.ts';
 import { cpuSeconds, median, range } from './support/stats.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -28,14 +28,7 @@ const LAYERS = ALL_LAYERS.filter((layer) =>
 
 const node = process.execPath;
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
-const CORES = availableParallelism();
-const pinned = CORES >= 2 && spawnSync('taskset', ['-V']).status === 0;
-if (pinned) spawnSync('taskset', ['-a', '-cp', '0', String(process.pid)], { stdio: 'ignore' });
-
-interface Server {
-  readonly child: ChildProcess;
-  readonly port: number;
-}
+type Server = BenchServer;
 
 const PRELOAD: Record<Layer, string[]> = {
   bare: [],
@@ -45,33 +38,18 @@ const PRELOAD: Record<Layer, string[]> = {
   metrics: ['--import', here('./init/preload.ts')],
 };
 
-function startServer(layer: Layer, role: 'A' | 'B', next?: string): Promise<Server> {
+function startLayerServer(layer: Layer, role: 'A' | 'B', next?: string): Promise<Server> {
   const args = ['--conditions=ctxflow-source', ...PRELOAD[layer], here('./http/server.ts')];
-  const env = {
-    ...process.env,
-    BENCH_ROLE: role,
-    BENCH_LAYER: layer,
-    BENCH_CTXFLOW: '0',
-    ...(next === undefined ? {} : { BENCH_NEXT: next }),
-    NODE_ENV: 'production',
-  };
-  const [command, argv] = pinned ? ['taskset', ['-c', '1', node, ...args]] : [node, args];
-  const child = spawn(command as string, argv as string[], {
-    env,
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`${layer}/${role} exited with ${code}`)));
-    child.once('message', (message: { port: number }) => resolve({ child, port: message.port }));
-  });
-}
-
-function spanCount(server: Server): Promise<number> {
-  return new Promise((resolve) => {
-    server.child.once('message', (message: { spans: number }) => resolve(message.spans));
-    server.child.send({ type: 'spans' });
-  });
+  return startServer(
+    args,
+    {
+      BENCH_ROLE: role,
+      BENCH_LAYER: layer,
+      BENCH_CTXFLOW: '0',
+      ...(next === undefined ? {} : { BENCH_NEXT: next }),
+    },
+    `${layer}/${role}`,
+  );
 }
 
 interface Run {
@@ -136,8 +114,8 @@ function startup(tracing: boolean): { importMs: number; initMs: number } {
 const servers = new Map<Layer, [Server, Server]>();
 try {
   for (const layer of LAYERS) {
-    const b = await startServer(layer, 'B');
-    const a = await startServer(layer, 'A', `http://127.0.0.1:${b.port}`);
+    const b = await startLayerServer(layer, 'B');
+    const a = await startLayerServer(layer, 'A', `http://127.0.0.1:${b.port}`);
     servers.set(layer, [a, b]);
   }
   process.stderr.write(
