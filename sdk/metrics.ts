@@ -43,6 +43,7 @@ interface Instruments {
   readonly breaker: Counter;
   readonly bulkheadWait: Histogram;
   readonly messages: Counter;
+  readonly cancelDelay: Histogram;
 }
 
 let provider: MeterProvider | undefined;
@@ -83,6 +84,12 @@ function meter(): Instruments {
     breaker: m.createCounter('ctxflow.breaker.transitions', {
       description: 'Circuit breaker state changes',
       unit: '{transition}',
+    }),
+    cancelDelay: m.createHistogram('ctxflow.kafka.cancel.delay', {
+      description:
+        'Time from a cancel published on the cancel bus to a consumer instance reading it, or aborting a handler',
+      unit: 'ms',
+      advice: { explicitBucketBoundaries: BUDGET_BUCKETS_MS },
     }),
     messages: m.createCounter('ctxflow.kafka.messages', {
       description: 'Kafka messages dead-lettered or skipped instead of handled',
@@ -195,5 +202,17 @@ export function countKafkaMessage(
     'messaging.destination.name': topic,
     'ctxflow.kafka.outcome': outcome,
     'ctxflow.cause': code,
+  });
+}
+
+/**
+ * Records the delay of a cancel through the cancel bus (`ctxflow.kafka.cancel.delay`): from its
+ * publication to this instance's reader (`read`, the reader's lag), or to a running handler's
+ * abort (`abort`).
+ */
+export function recordCancelDelay(bus: string, stage: 'read' | 'abort', ms: number): void {
+  meter().cancelDelay.record(Math.max(0, ms), {
+    'messaging.destination.name': bus,
+    'ctxflow.kafka.cancel.stage': stage,
   });
 }

@@ -49,6 +49,7 @@ export {
   countShed,
   hopAttributes,
   recordArrival,
+  recordCancelDelay,
   type Transport,
 } from './metrics.ts';
 export {

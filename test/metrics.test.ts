@@ -4,7 +4,7 @@
  * three HTTP hops and a gRPC call.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { metrics } from '@opentelemetry/api';
@@ -13,9 +13,12 @@ import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import express from 'express';
 import { deadlines, errorHandler } from '../adapters/http/express.ts';
 import { fetch } from '../adapters/http/fetch.ts';
-import { current } from '../sdk/index.ts';
+import { cancelBus, consumer, producer } from '../adapters/kafka/index.ts';
+import { background, current, withCancel, withTimeout } from '../sdk/index.ts';
 import { deferred, probeClient, ready, startProbeServer, unary } from './support/grpc.ts';
 import { type Listening, listen } from './support/http.ts';
+import { kafkaBrokers } from './support/infra.ts';
+import { createTopics, kafkaClient, uniqueTopic } from './support/kafka.ts';
 import { type Family, parseExposition, type Sample } from './support/prometheus.ts';
 
 const exporter = new PrometheusExporter({ preventServerStart: true });
@@ -305,4 +308,74 @@ test('10,000 requests with random paths and hostile headers add no series beyond
     agent.destroy();
     await server.close();
   }
+});
+
+test('Kafka: an expired message and a cancel through the bus, as the scrape shows them', async (t) => {
+  const brokers = kafkaBrokers(t);
+  if (brokers === undefined) return;
+  const client = kafkaClient(brokers);
+  const raw = client.producer();
+  await raw.connect();
+  t.after(() => raw.disconnect());
+  const topic = uniqueTopic('metrics');
+  const bus = cancelBus(client, { topic: uniqueTopic('metrics-bus') });
+  t.after(() => bus.stop());
+  await createTopics(client, [topic, `${topic}.dead-letter`]);
+  await bus.connect();
+  const send = producer(raw, { cancelBus: bus });
+  // One message that expires in the queue, one whose request is cancelled while it is handled.
+  const expiring = withTimeout(background(), 50);
+  await expiring.run(() => send.send({ topic, messages: [{ value: 'late' }] }));
+  await new Promise((resolve) => setTimeout(resolve, 150));
+  const request = withCancel(background());
+  await request.run(() => send.send({ topic, messages: [{ value: 'running' }] }));
+  const started = deferred();
+  const c = consumer(client.consumer({ groupId: `metrics-${randomUUID()}`, maxWaitTimeInMs: 100 }), {
+    deadLetterProducer: raw,
+    cancelBus: bus,
+  });
+  t.after(() => c.disconnect());
+  await c.connect();
+  await c.subscribe({ topic, fromBeginning: true });
+  await c.run({
+    eachMessage: async ({ ctx }) => {
+      started.resolve();
+      await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve));
+      throw ctx.signal.reason;
+    },
+  });
+  await started.promise;
+  request.cancel('client_disconnected');
+  expiring.cancel();
+  const families = await scrapeUntil(
+    (found) =>
+      count(family(found, 'ctxflow_kafka_messages', '_total'), { messaging_destination_name: topic }) === 2,
+  );
+  const messages = family(families, 'ctxflow_kafka_messages', '_total');
+  assert.equal(
+    count(messages, {
+      messaging_destination_name: topic,
+      ctxflow_kafka_outcome: 'dead-lettered',
+      ctxflow_cause: 'deadline_exceeded',
+    }),
+    1,
+  );
+  assert.equal(
+    count(messages, {
+      messaging_destination_name: topic,
+      ctxflow_kafka_outcome: 'dead-lettered',
+      ctxflow_cause: 'client_disconnected',
+    }),
+    1,
+  );
+  const delay = family(families, 'ctxflow_kafka_cancel_delay', '_count');
+  assert.equal(count(delay, { ctxflow_kafka_cancel_stage: 'abort' }), 1);
+  assert.ok(count(delay, { ctxflow_kafka_cancel_stage: 'read' }) >= 1);
+  assert.equal(
+    count(family(families, 'ctxflow_budget_arrival', '_count'), {
+      ctxflow_transport: 'kafka',
+      messaging_destination_name: topic,
+    }),
+    2,
+  );
 });

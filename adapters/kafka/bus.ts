@@ -9,6 +9,7 @@ import {
   decodeRequestId,
   encodeCause,
   REQUEST_ID_HEADER,
+  recordCancelDelay,
 } from '../../sdk/wire.ts';
 import { headersGetter } from './headers.ts';
 
@@ -32,7 +33,7 @@ export interface CancelBusOptions {
 }
 
 /** Told of every cancel event: the request id and the cause it was cancelled with. */
-export type CancelListener = (requestId: string, cause: Cause) => void;
+export type CancelListener = (requestId: string, cause: Cause, publishedAt: number) => void;
 
 /**
  * A Kafka topic that carries cancellations from producers to every consumer instance. Producers
@@ -117,8 +118,8 @@ export class CancelBus {
     return () => this.#listeners.delete(listener);
   }
 
-  /** Records a cancel event (as read from the bus) and tells the listeners. */
-  record(requestId: string, cause: Cause): void {
+  /** Records a cancel event (as read from the bus, published at `publishedAt`) and tells the listeners. */
+  record(requestId: string, cause: Cause, publishedAt = Date.now()): void {
     const now = Date.now();
     this.#cancelled.delete(requestId);
     this.#cancelled.set(requestId, { cause, expires: now + this.horizonMs });
@@ -128,7 +129,7 @@ export class CancelBus {
     }
     for (const listener of this.#listeners) {
       try {
-        listener(requestId, cause);
+        listener(requestId, cause, publishedAt);
       } catch (error) {
         diag.error('ctxflow: cancel listener threw', error);
       }
@@ -211,7 +212,7 @@ export class CancelBus {
       reader.run({
         autoCommit: false,
         eachMessage: async ({ partition, message }) => {
-          this.#read(message.headers ?? {});
+          this.#read(message.headers ?? {}, Number(message.timestamp));
           const last = pending.get(partition);
           if (last !== undefined && BigInt(message.offset) >= last) {
             pending.delete(partition);
@@ -233,10 +234,13 @@ export class CancelBus {
     clearTimeout(timer);
   }
 
-  #read(headers: IHeaders): void {
+  #read(headers: IHeaders, publishedAt: number): void {
     const requestId = decodeRequestId(headersGetter.get(headers, REQUEST_ID_HEADER));
     const cause = decodeCause(headersGetter.get(headers, CANCEL_REASON_HEADER));
-    if (requestId !== undefined && cause !== undefined) this.record(requestId, cause);
+    if (requestId === undefined || cause === undefined) return;
+    // The reader's lag: from the cancel's publication (the broker's timestamp) to this instance.
+    if (Number.isFinite(publishedAt)) recordCancelDelay(this.topic, 'read', Date.now() - publishedAt);
+    this.record(requestId, cause, publishedAt);
   }
 }
 

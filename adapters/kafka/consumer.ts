@@ -24,6 +24,7 @@ import {
   type InboundOptions,
   REQUEST_ID_HEADER,
   recordArrival,
+  recordCancelDelay,
   traceEnd,
   traceInbound,
 } from '../../sdk/wire.ts';
@@ -189,8 +190,13 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     }
   };
 
-  const unsubscribe = bus?.onCancel((requestId, cause) => {
-    for (const entry of running) if (entry.requestId === requestId) entry.ctx.cancel(cause);
+  const unsubscribe = bus?.onCancel((requestId, cause, publishedAt) => {
+    for (const entry of running) {
+      if (entry.requestId !== requestId) continue;
+      entry.ctx.cancel(cause);
+      // From the cancel's publication to the running handler's abort, on this instance.
+      recordCancelDelay(bus.topic, 'abort', Date.now() - publishedAt);
+    }
   });
 
   async function deadLetter(
