@@ -416,22 +416,25 @@ describe('grpc streaming', () => {
   let client: ProbeClient;
   const started = new Map<string, (ctx: Context) => void>();
 
+  /** Streams `count` messages, one every 10 ms, under the call's context. */
+  const serverStream = (call: grpc.ServerWritableStream<Message, Message>) => {
+    const ctx = current();
+    started.get(call.request.id)?.(ctx);
+    let i = 0;
+    const timer = setInterval(() => {
+      if (current() !== ctx) call.destroy(new Error('lost context'));
+      call.write({ i: i++, remaining: ctx.remaining() });
+      if (i === call.request.count) {
+        clearInterval(timer);
+        call.end();
+      }
+    }, 10);
+    ctx.onDone(() => clearInterval(timer));
+  };
+
   before(async () => {
     server = await startProbeServer({
-      serverStream: (call) => {
-        const ctx = current();
-        started.get(call.request.id)?.(ctx);
-        let i = 0;
-        const timer = setInterval(() => {
-          if (current() !== ctx) call.destroy(new Error('lost context'));
-          call.write({ i: i++, remaining: ctx.remaining() });
-          if (i === call.request.count) {
-            clearInterval(timer);
-            call.end();
-          }
-        }, 10);
-        ctx.onDone(() => clearInterval(timer));
-      },
+      serverStream,
       clientStream: async (call: grpc.ServerReadableStream<Message, Message>) => {
         const ctx = current();
         let sum = 0;
@@ -491,18 +494,25 @@ describe('grpc streaming', () => {
   });
 
   test('server streaming: the deadline ends the stream with DEADLINE_EXCEEDED and the reason', async () => {
+    // The server's own 120 ms budget ends the stream, well before the client's 1 s: the client's
+    // cancel at its deadline never races the server's deadline.
+    const budgeted = await startProbeServer({ serverStream }, { ctxflow: { budgetMs: 120 } });
+    const c = probeClient(budgeted.address);
     const handler = deferred<Context>();
     started.set('deadline', handler.resolve);
-    const ctx = withTimeout(background(), 120);
+    const ctx = withTimeout(background(), 1_000);
     try {
-      const result = collect(run(ctx, () => client.serverStream({ id: 'deadline', count: 1000 })));
+      const result = collect(run(ctx, () => c.serverStream({ id: 'deadline', count: 1000 })));
       const end = ended(await handler.promise);
       const { messages, error } = await result;
       assert.ok(messages.length >= 1);
       assert.ok(error instanceof DeadlineExceededError, String(error));
+      assert.deepEqual((error as GrpcContextError).metadata.get('ctx-cancel-reason'), ['deadline_exceeded']);
       assert.deepEqual(await end, { code: 'deadline_exceeded', aborted: true });
     } finally {
       ctx.cancel();
+      c.close();
+      await budgeted.close();
     }
   });
 
