@@ -1,9 +1,10 @@
-// gRPC bench: unary calls, three variants in the same run:
+// gRPC bench: unary calls, four layers in the same run:
 //   bare     grpc-js alone
 //   otel     + OpenTelemetry (NodeSDK with instrumentation-grpc, preloaded; spans batched then dropped)
-//   deadline + a 5 s `deadline` call option on each call, set by hand (grpc-js's own deadline cost)
 //   ctxflow  + ctxflow (clientOptions() on the client; serverInterceptor() + wrapService() on the
 //            server; each call under a fresh 5 s context)
+//   alone    ctxflow as above without OpenTelemetry's SDK
+// and, when BENCH_VARIANTS names it, deadline: OTel + a 5 s `deadline` call option set by hand.
 // Each variant has a server process and a load-generator process (a closed loop of
 // BENCH_CONCURRENCY calls, each from ROOT_CONTEXT). With taskset and 2+ cores the load generators
 // (and this process) run on core 0 and the servers on core 1. Variants are interleaved (bare, otel,
@@ -11,12 +12,12 @@
 // range. Server CPU per request comes from /proc/PID/stat over the measured window. Then the
 // cancellation latency, client cancel → server handler notified, over BENCH_CANCEL_TRIALS calls.
 // Environment: BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_WARMUP (1.5), BENCH_CONCURRENCY (32),
-// BENCH_CANCEL_TRIALS (1000).
+// BENCH_CANCEL_TRIALS (1000), BENCH_VARIANTS (comma-separated; default bare,otel,ctxflow,alone).
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { VARIANTS, type Variant } from './grpc/service.ts';
+import { ALL_VARIANTS, TRACED, type Variant } from './grpc/service.ts';
 import { median, range } from './support/stats.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -24,11 +25,15 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 1.5);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
 const CANCEL_TRIALS = Number(process.env.BENCH_CANCEL_TRIALS ?? 1000);
+const VARIANTS = ALL_VARIANTS.filter((variant) =>
+  (process.env.BENCH_VARIANTS ?? 'bare,otel,ctxflow,alone').split(',').includes(variant),
+);
 const LABELS: Record<Variant, string> = {
   bare: 'grpc-js',
   otel: 'grpc-js + OTel',
   deadline: 'grpc-js + OTel + deadline',
   ctxflow: 'grpc-js + OTel + ctxflow',
+  alone: 'grpc-js + ctxflow',
 };
 
 const node = process.execPath;
@@ -50,7 +55,7 @@ class Child {
   constructor(script: string, variant: Variant, role: 'server' | 'load', core: number) {
     const args = [
       '--conditions=ctxflow-source',
-      ...(variant === 'bare' ? [] : ['--import', here('./grpc/otel.ts')]),
+      ...(TRACED.includes(variant) ? ['--import', here('./grpc/otel.ts')] : []),
       here(script),
     ];
     const [command, argv] = pinned ? ['taskset', ['-c', String(core), node, ...args]] : [node, args];
@@ -193,7 +198,7 @@ try {
     }
   }
   const spans: string[] = [];
-  for (const variant of ['otel', 'deadline', 'ctxflow'] as const) {
+  for (const variant of VARIANTS.filter((v) => TRACED.includes(v))) {
     const { server, load } = pairs.get(variant) as Pair;
     const counts = [
       (await server.ask({ type: 'spans' }, 'spans')).spans,
@@ -233,33 +238,37 @@ try {
         `| ${m.foreignCores.toFixed(2)} (${range(pick('foreignCores'), 2)}) | ${m.errors} |`,
     );
   }
-  const bare = medians.get('bare') as Run;
-  const otel = medians.get('otel') as Run;
-  const deadline = medians.get('deadline') as Run;
-  const ctxflow = medians.get('ctxflow') as Run;
   const ratio = (x: number, y: number) => (x / y).toFixed(2);
+  const compare = (name: Variant, base: Variant) => {
+    const x = medians.get(name);
+    const y = medians.get(base);
+    if (x === undefined || y === undefined) return;
+    const perRep = (runs.get(name) as Run[]).map((run, i) =>
+      ratio(run.rps, (runs.get(base) as Run[])[i]?.rps ?? NaN),
+    );
+    rows.push(
+      `${name}/${base}: calls/s ${ratio(x.rps, y.rps)} (per round ${perRep.join(' ')}), p50 ${ratio(x.p50, y.p50)}, ` +
+        `server CPU/call ${ratio(x.serverCpuUsPerRequest, y.serverCpuUsPerRequest)} ` +
+        `(${(x.serverCpuUsPerRequest - y.serverCpuUsPerRequest).toFixed(1)} µs), client CPU/call ` +
+        `${ratio(x.clientCpuUsPerRequest, y.clientCpuUsPerRequest)} (${(x.clientCpuUsPerRequest - y.clientCpuUsPerRequest).toFixed(1)} µs)`,
+    );
+  };
   rows.push('');
-  rows.push(
-    `ratios of medians: calls/s otel/bare ${ratio(otel.rps, bare.rps)}, deadline/otel ${ratio(deadline.rps, otel.rps)}, ` +
-      `ctxflow/otel ${ratio(ctxflow.rps, otel.rps)}, ctxflow/deadline ${ratio(ctxflow.rps, deadline.rps)}, ` +
-      `ctxflow/bare ${ratio(ctxflow.rps, bare.rps)}; server CPU/call otel/bare ` +
-      `${ratio(otel.serverCpuUsPerRequest, bare.serverCpuUsPerRequest)}, ctxflow/otel ` +
-      `${ratio(ctxflow.serverCpuUsPerRequest, otel.serverCpuUsPerRequest)}`,
-  );
-  const over = (base: Run, name: string) =>
-    `over ${name}: ${(ctxflow.serverCpuUsPerRequest - base.serverCpuUsPerRequest).toFixed(1)} µs server CPU and ` +
-    `${(ctxflow.clientCpuUsPerRequest - base.clientCpuUsPerRequest).toFixed(1)} µs client CPU per call`;
-  rows.push(`ctxflow adds, ${over(otel, 'OTel')}; ${over(deadline, 'OTel with a hand-set deadline')}`);
+  compare('otel', 'bare');
+  compare('ctxflow', 'otel');
+  compare('alone', 'bare');
+  compare('deadline', 'otel');
+  compare('ctxflow', 'deadline');
   rows.push(spans.join('; '));
 
   rows.push('');
   rows.push(
     `cancellation latency, client cancel → server handler notified (${CANCEL_TRIALS} sequential calls):`,
   );
-  for (const variant of ['bare', 'otel', 'ctxflow'] as const) {
+  for (const variant of VARIANTS.filter((v) => v !== 'deadline')) {
     const r = await cancelLatency(pairs.get(variant) as Pair);
     const how =
-      variant === 'ctxflow'
+      variant === 'ctxflow' || variant === 'alone'
         ? 'ctx.cancel() → current().signal abort'
         : "call.cancel() → call 'cancelled' event";
     rows.push(

@@ -9,10 +9,10 @@ import { context as otel, ROOT_CONTEXT } from '@opentelemetry/api';
 import { background, run, withCancel, withTimeout } from 'ctxflow';
 import { clientOptions } from 'ctxflow/grpc';
 import { cpuSeconds, machineBusySeconds } from '../support/stats.ts';
-import { benchService, type Variant } from './service.ts';
+import { benchService, type Variant, WITH_CTXFLOW } from './service.ts';
 
 const variant = (process.env.BENCH_VARIANT ?? 'bare') as Variant;
-const withCtxflow = variant === 'ctxflow';
+const withCtxflow = WITH_CTXFLOW.includes(variant);
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32);
 
 const BenchClient = grpc.makeGenericClientConstructor(benchService, 'Bench');

@@ -5,10 +5,10 @@
 import * as grpc from '@grpc/grpc-js';
 import { current } from 'ctxflow';
 import { serverInterceptor, wrapService } from 'ctxflow/grpc';
-import { benchService, type Variant } from './service.ts';
+import { benchService, type Variant, WITH_CTXFLOW } from './service.ts';
 
 const variant = (process.env.BENCH_VARIANT ?? 'bare') as Variant;
-const withCtxflow = variant === 'ctxflow';
+const withCtxflow = WITH_CTXFLOW.includes(variant);
 
 function cancelled(request: Buffer): void {
   const at = process.hrtime.bigint();

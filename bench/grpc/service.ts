@@ -22,8 +22,13 @@ export const benchService = {
 } satisfies grpc.ServiceDefinition;
 
 /**
- * bare: grpc-js alone; otel: + OpenTelemetry; deadline: + OTel + a deadline set by hand on each call
- * (what ctxflow's cost compares with when budgets matter); ctxflow: + OTel + ctxflow.
+ * bare: grpc-js alone; otel: + OpenTelemetry; ctxflow: + OTel + ctxflow; alone: ctxflow without
+ * OpenTelemetry's SDK; deadline: + OTel + a deadline set by hand on each call (what ctxflow's cost
+ * compares with when budgets matter; not run unless asked for).
  */
-export type Variant = 'bare' | 'otel' | 'deadline' | 'ctxflow';
-export const VARIANTS: readonly Variant[] = ['bare', 'otel', 'deadline', 'ctxflow'];
+export type Variant = 'bare' | 'otel' | 'ctxflow' | 'alone' | 'deadline';
+export const ALL_VARIANTS: readonly Variant[] = ['bare', 'otel', 'ctxflow', 'alone', 'deadline'];
+/** Variants that load OpenTelemetry's SDK. */
+export const TRACED: readonly Variant[] = ['otel', 'ctxflow', 'deadline'];
+/** Variants that run ctxflow. */
+export const WITH_CTXFLOW: readonly Variant[] = ['ctxflow', 'alone'];
