@@ -54,6 +54,8 @@ const DEADLINE_EXCEEDED_ERROR = errorFor(DEADLINE_EXCEEDED);
 // setTimeout holds at most a signed 32-bit delay; longer deadlines re-arm on wake-up.
 const MAX_TIMER_DELAY = 2 ** 31 - 1;
 
+type Callback = (error: ContextDoneError) => void;
+
 function onTimer(node: Node): void {
   node.timerFired();
 }
@@ -74,7 +76,8 @@ class Node implements CancelableContext {
   #observed = false;
   #timer: NodeJS.Timeout | undefined;
   #controller: AbortController | undefined;
-  #callbacks: Set<(error: ContextDoneError) => void> | undefined;
+  // One callback inline (the common case: the adapter's), a Set from the second on.
+  #callbacks: Callback | Set<Callback> | undefined;
   #children: Set<Node> | undefined;
 
   constructor(parent: Node | undefined, deadline: number | undefined, traceId: string | undefined) {
@@ -131,16 +134,27 @@ class Node implements CancelableContext {
       invoke(fn, this.error as ContextDoneError);
       return noop;
     }
-    this.#callbacks ??= new Set();
-    this.#callbacks.add(fn);
+    const callbacks = this.#callbacks;
+    if (callbacks === undefined) this.#callbacks = fn;
+    else if (callbacks instanceof Set) callbacks.add(fn);
+    else if (callbacks !== fn) this.#callbacks = new Set([callbacks, fn]);
     this.#observe();
     return () => {
-      if (this.#callbacks?.delete(fn)) this.#unobserveIfIdle();
+      if (this.#removeCallback(fn)) this.#unobserveIfIdle();
     };
   }
 
   run<T>(fn: () => T): T {
     return runWith(this, fn);
+  }
+
+  #removeCallback(fn: Callback): boolean {
+    const callbacks = this.#callbacks;
+    if (callbacks === fn) {
+      this.#callbacks = undefined;
+      return true;
+    }
+    return callbacks instanceof Set && callbacks.delete(fn);
   }
 
   cancel(cause?: CauseInput): void {
@@ -201,7 +215,9 @@ class Node implements CancelableContext {
   /** Undoes #observe when nothing watches this context any more, so an idle parent keeps no timer. */
   #unobserveIfIdle(): void {
     if (!this.#observed || this.#controller !== undefined) return;
-    if ((this.#callbacks?.size ?? 0) > 0 || (this.#children?.size ?? 0) > 0) return;
+    const callbacks = this.#callbacks;
+    if (callbacks !== undefined && (!(callbacks instanceof Set) || callbacks.size > 0)) return;
+    if ((this.#children?.size ?? 0) > 0) return;
     this.#observed = false;
     this.#clearTimer();
     this.#unlink();
@@ -241,7 +257,8 @@ class Node implements CancelableContext {
     this.#callbacks = undefined;
     if (children !== undefined) for (const child of children) child.#finish(cause, at);
     if (this.#controller !== undefined) this.#controller.abort(this.error);
-    if (callbacks !== undefined) for (const fn of callbacks) invoke(fn, this.error as ContextDoneError);
+    if (callbacks instanceof Set) for (const fn of callbacks) invoke(fn, this.error as ContextDoneError);
+    else if (callbacks !== undefined) invoke(callbacks, this.error as ContextDoneError);
   }
 }
 
