@@ -143,9 +143,10 @@ export function requestContexts(
     });
     guard(res, ctx);
     // 'close' follows a complete response too; before it, it means the connection went away.
-    // Listeners on `res` and `req.signal` die with the request: nothing to remove. First in line, so
-    // the cancellation is recorded before instrumentation-http ends the server span on the same event.
-    res.prependOnceListener('close', () => {
+    // Listeners on `res` and `req.signal` die with the request: nothing to remove, and 'close' comes
+    // once (no once() wrapper needed). First in line, so the cancellation is recorded before
+    // instrumentation-http ends the server span on the same event.
+    res.prependListener('close', () => {
       // A complete response is not a cancellation: stop tracing the context before ending it.
       if (res.writableFinished) untrace();
       ctx.cancel(res.writableFinished ? undefined : callerGone);
