@@ -2,19 +2,25 @@
  * `ctxflow/fetch`: the global `fetch` under a context, sending its trace and budget and aborting
  * with it.
  */
-import { channel } from 'node:diagnostics_channel';
-import { propagation } from '@opentelemetry/api';
-import { type Context, current } from '../../sdk/index.ts';
+import { subscribe } from 'node:diagnostics_channel';
+import { context as otel } from '@opentelemetry/api';
+import { type Context, type ContextDoneError, current, setContext } from '../../sdk/index.ts';
 import {
   CANCEL_REASON_HEADER,
   httpFallbackCause,
-  type OutboundHeaders,
   type OutboundOptions,
   type OutboundSetter,
   remoteError,
   startOutbound,
-  TIMEOUT_HEADER,
 } from '../../sdk/wire.ts';
+import {
+  abortRequest,
+  dropHeader,
+  FETCH_CALL,
+  headerValue,
+  REQUEST_CREATED,
+  type UndiciRequest,
+} from './undici.ts';
 
 /** `fetch`'s RequestInit, plus the context to send under and how to write its budget. */
 export interface ContextRequestInit extends RequestInit, OutboundOptions {
@@ -22,33 +28,84 @@ export interface ContextRequestInit extends RequestInit, OutboundOptions {
   ctx?: Context;
 }
 
-const globalFetch = globalThis.fetch;
+/** One call of `fetch`: what its requests (the first, and any redirect) are bound to. */
+interface Call {
+  readonly ctx: Context;
+  readonly options: OutboundOptions;
+  /** What the call rejects with once aborted: the context's error, or the caller's signal's reason. */
+  abortedWith: unknown;
+  /** The request in flight. */
+  request: UndiciRequest | undefined;
+  /** Unlinks the current request from the context. */
+  unlink: (() => void) | undefined;
+}
 
-// instrumentation-undici listens here and appends the global propagator's headers to the request:
-// sending them both ways would repeat them (and receivers refuse repeated values).
-const undiciRequestCreated = channel('undici:request:create');
+const globalFetch = globalThis.fetch;
 const TRACEPARENT = 'traceparent';
 const NO_OPTIONS: OutboundOptions = {};
 
 function noop(): void {}
 
-const headersSetter: OutboundSetter<Headers> = {
-  set: (carrier, key, value) => carrier.set(key, value),
-  get: (carrier, key) => carrier.get(key) ?? undefined,
+/** Writes a header in place of any value already there (the caller's, an instrumentation's). */
+const replacingSetter: OutboundSetter<UndiciRequest> = {
+  set: (carrier, key, value) => {
+    dropHeader(carrier, key);
+    carrier.addHeader(key, value);
+  },
+  get: headerValue,
 };
 
 /**
- * Which ctxflow headers this request writes itself. With instrumentation-undici active and a
- * global propagator that writes `traceparent`, the instrumentation adds that propagator's headers
- * (traceparent from its client span; the budget too when DeadlinePropagator is part of it): those
- * are left to it, and copies the caller passed are removed.
+ * Binds each request undici makes for a ctxflow fetch call to the call's context: its budget
+ * headers, its trace headers unless an instrumentation (instrumentation-undici, listening on the
+ * same channel before us) wrote them already, and its abort.
  */
-function ownHeaders(headers: Headers, callerHeaders: boolean): OutboundHeaders {
-  if (!undiciRequestCreated.hasSubscribers) return 'all';
-  const delegated = propagation.fields();
-  if (!delegated.includes(TRACEPARENT)) return 'all';
-  if (callerHeaders) for (const field of delegated) headers.delete(field);
-  return delegated.includes(TIMEOUT_HEADER) ? 'none' : 'budget';
+function bindRequest(request: UndiciRequest): void {
+  const call = otel.active().getValue(FETCH_CALL) as Call | undefined;
+  if (call === undefined) return;
+  // A redirect: the previous request is over.
+  call.unlink?.();
+  call.request = request;
+  if (call.abortedWith !== undefined) {
+    request.error = call.abortedWith as Error;
+    return;
+  }
+  // An instrumentation's traceparent was added after any the caller passed: the last one is its.
+  dropHeader(request, TRACEPARENT, 1);
+  try {
+    call.unlink = startOutbound(
+      call.ctx,
+      request,
+      replacingSetter,
+      (error) => abort(call, error),
+      call.options,
+      call.ctx.deadline,
+      headerValue(request, TRACEPARENT) === undefined ? 'all' : 'budget',
+    );
+  } catch (error) {
+    // The context ended after fetch was called: undici fails the request with this error.
+    call.abortedWith = error;
+    request.error = error as ContextDoneError;
+  }
+}
+
+/** Ends the call's request with `reason` (the first reason wins), and the call with it. */
+function abort(call: Call, reason: unknown): void {
+  if (call.abortedWith !== undefined) return;
+  call.abortedWith = reason;
+  if (call.request !== undefined) abortRequest(call.request, reason as Error);
+}
+
+let listening = false;
+
+/**
+ * Listens on undici's request channel from the first call on: by then a tracing SDK started at
+ * start-up has its instrumentation listening first, and its headers are there when ours are written.
+ */
+function listen(): void {
+  if (listening) return;
+  listening = true;
+  subscribe(REQUEST_CREATED, (message) => bindRequest((message as { request: UndiciRequest }).request));
 }
 
 /**
@@ -60,44 +117,39 @@ function ownHeaders(headers: Headers, callerHeaders: boolean): OutboundHeaders {
  * are in, reading the body is no longer tied to the context.
  */
 export async function fetch(input: string | URL | Request, init?: ContextRequestInit): Promise<Response> {
-  const { ctx: explicit, reserveMs, sendDeadline, alsoSend, ...rest } = init ?? {};
-  const ctx = explicit ?? current();
-  const request = input instanceof Request ? input : undefined;
-  const callerHeaders = rest.headers ?? request?.headers;
-  const headers = new Headers(callerHeaders);
-  const options =
-    reserveMs === undefined && sendDeadline === undefined && alsoSend === undefined
-      ? NO_OPTIONS
-      : { reserveMs, sendDeadline, alsoSend };
-
-  // One AbortController per request, linked to the context and to the caller's signal by one
-  // listener each, both removed when the request settles (no AbortSignal.any: it leaks).
-  const controller = new AbortController();
-  const unlinkContext = startOutbound(
-    ctx,
-    headers,
-    headersSetter,
-    (error) => controller.abort(error),
-    options,
-    ctx.deadline,
-    ownHeaders(headers, callerHeaders !== undefined),
-  );
-  const callerSignal = rest.signal ?? request?.signal;
+  listen();
+  const ctx = init?.ctx ?? current();
+  ctx.throwIfDone();
+  let forwarded: RequestInit | undefined = init;
+  let options = NO_OPTIONS;
+  if (init !== undefined) {
+    const { ctx: _ctx, reserveMs, sendDeadline, alsoSend, ...rest } = init;
+    forwarded = rest;
+    if (reserveMs !== undefined || sendDeadline !== undefined || alsoSend !== undefined) {
+      options = { reserveMs, sendDeadline, alsoSend };
+    }
+  }
+  const call: Call = { ctx, options, abortedWith: undefined, request: undefined, unlink: undefined };
+  // The caller's signal is followed here, by one listener removed when the call settles: undici's
+  // own following keeps a listener on it until garbage collection.
+  const callerSignal = init?.signal ?? (input instanceof Request ? input.signal : undefined);
   let onCallerAbort: (() => void) | undefined;
   if (callerSignal != null) {
-    if (callerSignal.aborted) {
-      unlinkContext();
-      throw callerSignal.reason;
-    }
-    onCallerAbort = () => controller.abort(callerSignal.reason);
+    callerSignal.throwIfAborted();
+    onCallerAbort = () => abort(call, callerSignal.reason);
     callerSignal.addEventListener('abort', onCallerAbort);
+    forwarded = { ...forwarded, signal: null };
   }
-
-  const forwarded: RequestInit = { ...rest, headers, signal: controller.signal };
+  const active = otel.active();
+  const base = current() === ctx ? active : setContext(active, ctx);
   try {
-    const response = await (current() === ctx
-      ? globalFetch(input, forwarded)
-      : ctx.run(() => globalFetch(input, forwarded)));
+    const response = await otel.with(
+      base.setValue(FETCH_CALL, call),
+      globalFetch,
+      undefined,
+      input,
+      forwarded,
+    );
     const fallback = httpFallbackCause(response.status);
     const reason = fallback === undefined ? null : response.headers.get(CANCEL_REASON_HEADER);
     if (fallback !== undefined && reason !== null) {
@@ -106,11 +158,10 @@ export async function fetch(input: string | URL | Request, init?: ContextRequest
     }
     return response;
   } catch (error) {
-    // Classify by our own signal: whoever aborted it gave the reason to reject with.
-    if (controller.signal.aborted) throw controller.signal.reason;
-    throw error;
+    // undici reports an abort of ours as a network error: the reason given says what happened.
+    throw call.abortedWith ?? error;
   } finally {
-    unlinkContext();
+    call.unlink?.();
     if (onCallerAbort !== undefined) callerSignal?.removeEventListener('abort', onCallerAbort);
   }
 }
