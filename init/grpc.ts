@@ -26,6 +26,7 @@ export interface GrpcOptions extends ClientInterceptorOptions, Omit<ServerInterc
 
 type Adapter = typeof import('../adapters/grpc/index.ts');
 type Interceptor = ReturnType<Adapter['clientInterceptor']>;
+type Transformer = ReturnType<Adapter['contextTransformer']>;
 type ServerInterceptor = ReturnType<Adapter['serverInterceptor']>;
 type Request = (...args: unknown[]) => unknown;
 const REQUEST_METHODS = [
@@ -77,6 +78,7 @@ function loadThroughHooks(): void {
 export class GrpcContextInstrumentation extends InstrumentationBase<InstrumentationConfig & GrpcOptions> {
   #adapter: Adapter | undefined;
   #client: Interceptor | undefined;
+  #clientTransformer: Transformer | undefined;
   readonly #servers = new Map<string, ServerInterceptor | undefined>();
 
   constructor(options: GrpcOptions = {}) {
@@ -110,6 +112,11 @@ export class GrpcContextInstrumentation extends InstrumentationBase<Instrumentat
     return interceptor === undefined ? (call as ReturnType<ServerInterceptor>) : interceptor(method, call);
   };
 
+  #transformer(): Transformer {
+    this.#clientTransformer ??= this.#load().contextTransformer(this.getConfig());
+    return this.#clientTransformer;
+  }
+
   /** Puts our client interceptor first in a client's own list (or provider list), once per client. */
   #equip(client: Record<symbol, unknown>): void {
     if (client[EQUIPPED] === true) return;
@@ -129,7 +136,7 @@ export class GrpcContextInstrumentation extends InstrumentationBase<Instrumentat
     }
   }
 
-  /** A client class whose instances get our interceptor when constructed. */
+  /** A client class whose instances get ctxflow (its transformer, else its interceptor) when constructed. */
   #equipped(client: unknown): unknown {
     if (typeof client !== 'function') return client;
     const self = this;
@@ -137,18 +144,19 @@ export class GrpcContextInstrumentation extends InstrumentationBase<Instrumentat
     // Static members (`service`, `serviceName`) are inherited by the subclass.
     return class extends Base {
       constructor(...args: unknown[]) {
-        // Typed errors (`typedErrors`), as with clientOptions(), unless the client has a transformer of its own.
+        // ctxflow's transformer, as with clientOptions(), unless the client has a transformer of
+        // its own: then our interceptor, first in its list.
         const [address, credentials, options, ...rest] = args;
         const given = (options ?? {}) as { callInvocationTransformer?: unknown };
+        const free = given.callInvocationTransformer === undefined;
         super(
           address,
           credentials,
-          given.callInvocationTransformer === undefined
-            ? { ...given, callInvocationTransformer: self.#load().typedErrors }
-            : given,
+          free ? { ...given, callInvocationTransformer: self.#transformer() } : given,
           ...rest,
         );
-        self.#equip(this);
+        if (free) this[EQUIPPED] = true;
+        else self.#equip(this);
       }
     };
   }

@@ -5,18 +5,19 @@ import type {
   InterceptorOptions,
   Listener,
   NextCall,
+  ServiceError,
   StatusObject,
 } from '@grpc/grpc-js';
 import * as grpc from '@grpc/grpc-js';
 import { context as otel } from '@opentelemetry/api';
-import { type Cause, type ContextDoneError, current } from '../../sdk/index.ts';
+import { type Cause, type Context, type ContextDoneError, current } from '../../sdk/index.ts';
 import {
   DEFAULT_RESERVE_MS,
   type EncodeOptions,
   type OutboundOptions,
   startOutbound,
 } from '../../sdk/wire.ts';
-import { typedErrors } from './errors.ts';
+import { toContextError, typedErrors } from './errors.ts';
 import {
   epochMs,
   fallbackCode,
@@ -51,19 +52,14 @@ export interface ClientInterceptorOptions extends EncodeOptions {}
  */
 export function clientInterceptor(options: ClientInterceptorOptions = {}): Interceptor {
   const reserveMs = options.reserveMs ?? DEFAULT_RESERVE_MS;
-  // The call's deadline already has the reserve taken off: it is sent as it is.
-  const wire: OutboundOptions = { reserveMs: 0, sendDeadline: options.sendDeadline === true };
+  const wire = wireOptions(options);
   return (callOptions: InterceptorOptions, nextCall: NextCall) => {
     const ctx = current();
-    const doneError = ctx.error;
-    if (doneError !== undefined) return refusedCall(doneError.cause);
-    const explicit = epochMs(callOptions.deadline);
-    let deadline = ctx.deadline === undefined ? undefined : ctx.deadline - reserveMs;
-    const fromContext = deadline !== undefined && (explicit === undefined || deadline < explicit);
-    if (!fromContext) deadline = explicit;
-    if (deadline !== undefined && deadline <= Date.now()) return refusedCall(DEADLINE_EXCEEDED);
+    const plan = planCall(ctx, callOptions.deadline, reserveMs);
+    if (plan.refused !== undefined) return refusedCall(plan.refused);
+    const deadline = plan.deadline;
     const active = otel.active();
-    const next = nextCall(fromContext ? { ...callOptions, deadline } : callOptions);
+    const next = nextCall(plan.fromContext ? { ...callOptions, deadline } : callOptions);
     let endedBy: ContextDoneError | undefined;
     let settled = false;
     let unlink = noop;
@@ -108,7 +104,104 @@ export function clientInterceptor(options: ClientInterceptorOptions = {}): Inter
   };
 }
 
+/** A grpc-js surface call (ClientUnaryCall, streams): its call once made, and its events. */
+interface SurfaceCall {
+  call?: { cancelWithStatus(code: grpc.status, details: string): void } | null;
+  emit(event: string | symbol, ...args: unknown[]): boolean;
+}
+
+/**
+ * What `clientInterceptor` does, as a grpc-js `callInvocationTransformer`, with no interceptor in
+ * the call's path: grpc-js runs it once per call, in the caller's context, before it makes the
+ * call. It sets the call's deadline and writes the metadata there, cancels the call through its
+ * surface object (`call.call.cancelWithStatus`) when the context ends, and hands up the statuses
+ * and typed errors `clientInterceptor` with `typedErrors` would. `clientOptions()` uses it.
+ */
+export function contextTransformer(options: ClientInterceptorOptions = {}): CallInvocationTransformer {
+  const reserveMs = options.reserveMs ?? DEFAULT_RESERVE_MS;
+  const wire = wireOptions(options);
+  return (properties) => {
+    const ctx = current();
+    const plan = planCall(ctx, properties.callOptions.deadline, reserveMs);
+    if (plan.refused !== undefined) {
+      // Call interceptors replace the client's: this one alone runs, and the call never starts.
+      const refused = plan.refused;
+      properties.callOptions = {
+        ...properties.callOptions,
+        interceptors: [() => refusedCall(refused)],
+        interceptor_providers: undefined,
+      };
+      return typedErrors(properties);
+    }
+    const deadline = plan.deadline;
+    if (plan.fromContext) properties.callOptions = { ...properties.callOptions, deadline };
+    const surface = properties.call as unknown as SurfaceCall;
+    let endedBy: ContextDoneError | undefined;
+    let unlink = startOutbound(
+      ctx,
+      properties.metadata,
+      metadataSetter,
+      (error) => {
+        endedBy = error;
+        surface.call?.cancelWithStatus(grpcStatusFor(error.cause.code), `ctxflow: ${error.message}`);
+      },
+      wire,
+      deadline,
+    );
+    const typed = (error: unknown): unknown => {
+      if (!(error instanceof Error) || typeof (error as { code?: unknown }).code !== 'number') return error;
+      const status = clientStatus(error as unknown as StatusObject, endedBy, deadline);
+      return toContextError(Object.assign(error, status)) ?? error;
+    };
+    const callback = properties.callback;
+    if (callback !== undefined) {
+      properties.callback = (error, value) => {
+        unlink();
+        unlink = noop;
+        callback(error == null ? error : (typed(error) as ServiceError), value);
+      };
+    }
+    const emit = surface.emit;
+    surface.emit = function (this: unknown, event: string | symbol, ...args: unknown[]): boolean {
+      if (event === 'status') {
+        unlink();
+        unlink = noop;
+        args[0] = clientStatus(args[0] as StatusObject, endedBy, deadline);
+      } else if (event === 'error') {
+        args[0] = typed(args[0]);
+      }
+      return emit.call(this, event, ...args);
+    };
+    return properties;
+  };
+}
+
 const DEADLINE_EXCEEDED: Cause = Object.freeze({ code: 'deadline_exceeded' });
+
+/** The call's deadline already has the reserve taken off: it is sent as it is. */
+function wireOptions(options: ClientInterceptorOptions): OutboundOptions {
+  return { reserveMs: 0, sendDeadline: options.sendDeadline === true };
+}
+
+/** What a call under `ctx` does: refuse to start with a cause, or go with a deadline. */
+type Plan =
+  | { refused: Cause; deadline?: undefined; fromContext?: undefined }
+  | { refused?: undefined; deadline: number | undefined; fromContext: boolean };
+
+/**
+ * A call's deadline: the context's minus the reserve, unless the call's own (`explicit`) is
+ * earlier; a done context, or one with less than the reserve left, refuses the call.
+ */
+function planCall(ctx: Context, explicit: grpc.Deadline | undefined, reserveMs: number): Plan {
+  const doneError = ctx.error;
+  if (doneError !== undefined) return { refused: doneError.cause };
+  const own = epochMs(explicit);
+  const fromContextDeadline = ctx.deadline === undefined ? undefined : ctx.deadline - reserveMs;
+  const fromContext = fromContextDeadline !== undefined && (own === undefined || fromContextDeadline < own);
+  const deadline = fromContext ? fromContextDeadline : own;
+  if (deadline !== undefined && deadline <= Date.now()) return { refused: DEADLINE_EXCEEDED };
+  return { deadline, fromContext };
+}
 
 /**
  * The status handed up to grpc-js, with the cause attached (grpc-js copies it to the error as
@@ -167,12 +260,13 @@ function refusedCall(cause: Cause): grpc.InterceptingCall {
 }
 
 /**
- * Client options with ctxflow: `clientInterceptor(options)` and `typedErrors`. Spread them into the
- * options of a generated client: `new Client(address, credentials, { ...clientOptions(), ...yours })`.
+ * Client options with ctxflow: `contextTransformer(options)`, which does what `clientInterceptor`
+ * and `typedErrors` do without an interceptor per call. Spread them into the options of a generated
+ * client: `new Client(address, credentials, { ...clientOptions(), ...yours })`; a
+ * `callInvocationTransformer` of yours replaces it: then use `clientInterceptor()` and `typedErrors`.
  */
 export function clientOptions(options: ClientInterceptorOptions = {}): {
-  interceptors: Interceptor[];
   callInvocationTransformer: CallInvocationTransformer;
 } {
-  return { interceptors: [clientInterceptor(options)], callInvocationTransformer: typedErrors };
+  return { callInvocationTransformer: contextTransformer(options) };
 }

@@ -4,7 +4,12 @@
  * and a server interceptor that builds each call's context from grpc-timeout and ctx-* metadata,
  * runs the handler in it and ends it with the call.
  */
-export { type ClientInterceptorOptions, clientInterceptor, clientOptions } from './client.ts';
+export {
+  type ClientInterceptorOptions,
+  clientInterceptor,
+  clientOptions,
+  contextTransformer,
+} from './client.ts';
 export { type GrpcContextError, toContextError, typedErrors } from './errors.ts';
 export { grpcStatusFor } from './metadata.ts';
 export { createServer, DEFAULT_RESET_GUARD, type ResetGuard, resetGuard } from './reset-guard.ts';
