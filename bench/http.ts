@@ -1,8 +1,8 @@
-// HTTP bench: client -> A -> B (express, fetch between them), three variants in the same run:
+// HTTP bench: client -> A -> B (express, fetch between them), four layers in the same run:
 //   a  bare express + global fetch
 //   b  + OpenTelemetry http/express/undici instrumentation (NodeSDK, spans batched then dropped)
-//   c  + ctxflow (deadlines() middleware, ctxflow fetch, DeadlinePropagator composed with W3C)
-//   d  c, with instrumentation-express told to skip the span of the ctxflow middleware
+//   c  + ctxflow (deadlines() and errorHandler(), ctxflow fetch, DeadlinePropagator composed with W3C)
+//   d  ctxflow as in c without OpenTelemetry's SDK
 // A and B run as child processes; autocannon runs here. With taskset and 2+ cores this process is
 // pinned to core 0 and the servers to core 1. Variants are interleaved (a, b, c, a, b, c, ...);
 // medians and spread are reported, then the cancellation latency over three hops.
@@ -23,7 +23,7 @@ const LABELS: Record<Variant, string> = {
   a: 'a bare',
   b: 'b OTel',
   c: 'c OTel+ctxflow',
-  d: 'd c, no mw span',
+  d: 'd ctxflow alone',
 };
 
 const node = process.execPath;
@@ -34,7 +34,7 @@ type Server = BenchServer;
 function startVariantServer(variant: Variant, role: 'A' | 'B', next?: string): Promise<Server> {
   const args = [
     '--conditions=ctxflow-source',
-    ...(variant === 'a' ? [] : ['--import', here('./http/otel.ts')]),
+    ...(variant === 'b' || variant === 'c' ? ['--import', here('./http/otel.ts')] : []),
     here('./http/server.ts'),
   ];
   return startServer(
@@ -42,7 +42,6 @@ function startVariantServer(variant: Variant, role: 'A' | 'B', next?: string): P
     {
       BENCH_ROLE: role,
       BENCH_CTXFLOW: variant === 'c' || variant === 'd' ? '1' : '0',
-      BENCH_IGNORE_MIDDLEWARE_SPAN: variant === 'd' ? '1' : '0',
       ...(next === undefined ? {} : { BENCH_NEXT: next }),
     },
     `${variant}/${role}`,
@@ -124,7 +123,7 @@ try {
       runs.get(variant)?.push(await measure(variant, a, b));
     }
   }
-  for (const variant of ['b', 'c', 'd'] as const) {
+  for (const variant of ['b', 'c'] as const) {
     const [a, b] = servers.get(variant) as [Server, Server];
     const spans = [await spanCount(a), await spanCount(b)];
     if (spans.some((count) => count === 0))
@@ -158,15 +157,20 @@ try {
   rows.push(
     `ratios of medians: b/a req/s ${ratio(mb.rps, ma.rps)}, CPU/req ${ratio(mb.cpuUsPerRequest, ma.cpuUsPerRequest)}`,
   );
-  for (const variant of ['c', 'd'] as const) {
-    const m = medians.get(variant) as Run;
-    rows.push(
-      `  ${variant}: req/s ${variant}/b ${ratio(m.rps, mb.rps)}, ${variant}/a ${ratio(m.rps, ma.rps)}; ` +
-        `p50 ${variant}/b ${ratio(m.p50, mb.p50)}, p99 ${variant}/b ${ratio(m.p99, mb.p99)}; ` +
-        `CPU/req ${variant}/b ${ratio(m.cpuUsPerRequest, mb.cpuUsPerRequest)}, ${variant}/a ${ratio(m.cpuUsPerRequest, ma.cpuUsPerRequest)}; ` +
-        `+${(m.cpuUsPerRequest - mb.cpuUsPerRequest).toFixed(0)} us server CPU per request (two hops) over b`,
+  const compare = (name: Variant, base: Variant) => {
+    const x = medians.get(name) as Run;
+    const y = medians.get(base) as Run;
+    const perRound = (runs.get(name) as Run[]).map((run, i) =>
+      ratio(run.rps, ((runs.get(base) as Run[])[i] as Run).rps),
     );
-  }
+    rows.push(
+      `  ${name}/${base}: req/s ${ratio(x.rps, y.rps)} (per round ${perRound.join(' ')}), p50 ${ratio(x.p50, y.p50)}, ` +
+        `p99 ${ratio(x.p99, y.p99)}, server CPU/req ${ratio(x.cpuUsPerRequest, y.cpuUsPerRequest)} ` +
+        `(${(x.cpuUsPerRequest - y.cpuUsPerRequest).toFixed(0)} us, two hops)`,
+    );
+  };
+  compare('c', 'b');
+  compare('d', 'a');
 
   for (const [, [a, b]] of servers) {
     a.child.disconnect();

@@ -20,15 +20,7 @@ const sdk = new NodeSDK({
   spanProcessors: [new BatchSpanProcessor({ exporter })],
   // Traces only, as init() sets up by default: NodeSDK would otherwise add an OTLP metrics reader.
   metricReaders: [],
-  instrumentations: [
-    new HttpInstrumentation(),
-    new ExpressInstrumentation(
-      process.env.BENCH_IGNORE_MIDDLEWARE_SPAN === '1'
-        ? { ignoreLayers: ['middleware - ctxflowDeadlines'] }
-        : {},
-    ),
-    new UndiciInstrumentation(),
-  ],
+  instrumentations: [new HttpInstrumentation(), new ExpressInstrumentation(), new UndiciInstrumentation()],
   ...(withCtxflow
     ? {
         textMapPropagator: new CompositePropagator({
