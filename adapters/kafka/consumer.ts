@@ -382,14 +382,9 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     await inner.disconnect();
   };
 
-  return Object.assign(Object.create(inner) as Consumer, {
-    run,
-    stop,
-    disconnect,
-    get running() {
-      return running.size;
-    },
-  }) as ContextConsumer;
+  const wrapped = Object.assign(Object.create(inner) as Consumer, { run, stop, disconnect });
+  // A getter of its own: Object.assign would copy the count once, as a number.
+  return Object.defineProperty(wrapped, 'running', { get: () => running.size }) as ContextConsumer;
 }
 
 /** A process span per message, child of the producer's span and linked to it. */
