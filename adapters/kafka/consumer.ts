@@ -79,10 +79,10 @@ export interface ConsumerOptions
   /** How often a running handler's heartbeat is sent (and a rebalance noticed), in ms. Default 1000. */
   heartbeatIntervalMs?: number;
   /**
-   * Takes part in `coordinator`'s graceful shutdown: each handler is admitted through it; when the
-   * shutdown begins the consumer starts no new message, handlers still running when the grace ends
-   * are cancelled with cause `shutdown` and their messages left for redelivery, and the drain
-   * waits for what finished to be committed, then disconnects.
+   * A graceful shutdown to take part in: each handler is admitted through it; once it begins the
+   * consumer starts no new message, handlers still running when the grace ends are cancelled with
+   * cause `shutdown` and their messages left for redelivery, and its drain waits for what finished
+   * to be committed, then disconnects.
    */
   shutdown?: Shutdown;
 }
