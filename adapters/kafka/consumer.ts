@@ -9,7 +9,15 @@ import {
   trace,
 } from '@opentelemetry/api';
 import type { Batch, Consumer, ConsumerRunConfig, IHeaders, KafkaMessage, Producer } from 'kafkajs';
-import { background, type CancelableContext, type Cause, setContext, withDeadline } from '../../sdk/index.ts';
+import {
+  background,
+  type CancelableContext,
+  type Cause,
+  type Context,
+  setContext,
+  withDeadline,
+} from '../../sdk/index.ts';
+import type { Shutdown } from '../../sdk/resilience/index.ts';
 import {
   ATTR_BUDGET_ARRIVAL,
   acceptInbound,
@@ -70,6 +78,13 @@ export interface ConsumerOptions
   cancelBus?: CancelBus;
   /** How often a running handler's heartbeat is sent (and a rebalance noticed), in ms. Default 1000. */
   heartbeatIntervalMs?: number;
+  /**
+   * A graceful shutdown to take part in: each handler is admitted through it; once it begins the
+   * consumer starts no new message, handlers still running when the grace ends are cancelled with
+   * cause `shutdown` and their messages left for redelivery, and its drain waits for what finished
+   * to be committed, then disconnects.
+   */
+  shutdown?: Shutdown;
 }
 
 /** What a handler gets for each message: kafkajs's payload plus the message's context. */
@@ -170,11 +185,29 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
   inner.on(inner.events.REBALANCING, () => stopAll({ code: 'rebalance' }));
 
   function stopAll(cause: Cause): void {
-    for (const entry of running) {
-      entry.redeliver = true;
-      entry.ctx.cancel(cause);
-    }
+    for (const entry of running) stopOne(entry, cause);
   }
+
+  function stopOne(entry: Running, cause: Cause): void {
+    entry.redeliver = true;
+    entry.ctx.cancel(cause);
+  }
+
+  // On shutdown kafkajs's own stop starts no further message and lets the running ones finish,
+  // committing each batch's handled offsets before it leaves the group; the drain awaits it.
+  const coordinator = options.shutdown;
+  let stopping: Promise<void> | undefined;
+  coordinator?.onStop(() => {
+    stopping = inner.stop();
+    return stopping;
+  });
+  coordinator?.onDrain(async () => {
+    try {
+      await stopping;
+    } finally {
+      await disconnect();
+    }
+  });
 
   // One timer for the whole consumer, not one per message: it heartbeats for the handlers that
   // have run longer than the interval (kafkajs only heartbeats between messages), which also
@@ -247,6 +280,28 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     heartbeat: () => Promise<void>,
     batch: Batch | undefined,
   ): Promise<Outcome> {
+    if (coordinator === undefined)
+      return handleAdmitted(handler, topic, partition, message, heartbeat, batch);
+    // A message not started before the shutdown began is left to the partition's next owner.
+    const admitted = coordinator.admit(background());
+    if (admitted === undefined) throw new Redeliver('shutting down');
+    try {
+      return await handleAdmitted(handler, topic, partition, message, heartbeat, batch, admitted.ctx);
+    } finally {
+      admitted.end();
+    }
+  }
+
+  /** Handles one message; `admission`'s end (the shutdown's grace running out) stops its handler for redelivery. */
+  async function handleAdmitted(
+    handler: MessageHandler,
+    topic: string,
+    partition: number,
+    message: KafkaMessage,
+    heartbeat: () => Promise<void>,
+    batch: Batch | undefined,
+    admission?: Context,
+  ): Promise<Outcome> {
     const headers = message.headers ?? {};
     const requestId = decodeRequestId(headersGetter.get(headers, REQUEST_ID_HEADER));
     // In eachBatch the active context is kafkajs instrumentation's receive span, not the message's.
@@ -290,6 +345,7 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     const untrace = traceInbound(span, ctx);
     const entry: Running = { ctx, requestId, heartbeat, since: performance.now(), redeliver: false };
     running.add(entry);
+    const unadmit = admission?.onDone((error) => stopOne(entry, error.cause));
     let attempts = 0;
     try {
       for (;;) {
@@ -317,6 +373,7 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
         }
       }
     } finally {
+      unadmit?.();
       running.delete(entry);
       const cause = ctx.cause;
       if (cause !== undefined) countEnded(attributes, cause.code);
@@ -382,14 +439,9 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     await inner.disconnect();
   };
 
-  return Object.assign(Object.create(inner) as Consumer, {
-    run,
-    stop,
-    disconnect,
-    get running() {
-      return running.size;
-    },
-  }) as ContextConsumer;
+  const wrapped = Object.assign(Object.create(inner) as Consumer, { run, stop, disconnect });
+  // A getter of its own: Object.assign would copy the count once, as a number.
+  return Object.defineProperty(wrapped, 'running', { get: () => running.size }) as ContextConsumer;
 }
 
 /** A process span per message, child of the producer's span and linked to it. */
