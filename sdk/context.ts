@@ -1,5 +1,6 @@
 import { diag, context as otel, trace } from '@opentelemetry/api';
 import { type Cause, type CauseInput, toCause } from './cause.ts';
+import { type Entry, schedule, unschedule } from './deadline-queue.ts';
 import { type ContextDoneError, errorFor } from './errors.ts';
 import { activeContext, runWith } from './scope.ts';
 
@@ -51,14 +52,8 @@ const DEADLINE_EXCEEDED: Cause = Object.freeze({ code: 'deadline_exceeded' });
 // Like Go's context.Canceled and DeadlineExceeded: the plain causes share one error each.
 const CANCELLED_ERROR = errorFor(CANCELLED);
 const DEADLINE_EXCEEDED_ERROR = errorFor(DEADLINE_EXCEEDED);
-// setTimeout holds at most a signed 32-bit delay; longer deadlines re-arm on wake-up.
-const MAX_TIMER_DELAY = 2 ** 31 - 1;
 
 type Callback = (error: ContextDoneError) => void;
-
-function onTimer(node: Node): void {
-  node.timerFired();
-}
 
 /**
  * The one implementation of Context. It allocates no timer, no AbortController and no
@@ -74,7 +69,7 @@ class Node implements CancelableContext {
   #error: ContextDoneError | undefined;
   #doneAt = 0;
   #observed = false;
-  #timer: NodeJS.Timeout | undefined;
+  #timer: Entry | undefined;
   #controller: AbortController | undefined;
   // One callback inline (the common case: the adapter's), a Set from the second on.
   #callbacks: Callback | Set<Callback> | undefined;
@@ -227,14 +222,12 @@ class Node implements CancelableContext {
     const deadline = this.deadline;
     // A parent with the same deadline has a timer of its own that will end this context too.
     if (deadline === undefined || deadline === this.parent?.deadline) return;
-    const delay = Math.min(Math.max(0, deadline - Date.now()), MAX_TIMER_DELAY);
-    this.#timer = setTimeout(onTimer, delay, this);
-    this.#timer.unref();
+    this.#timer = schedule(this, deadline);
   }
 
   #clearTimer(): void {
     if (this.#timer !== undefined) {
-      clearTimeout(this.#timer);
+      unschedule(this.#timer);
       this.#timer = undefined;
     }
   }

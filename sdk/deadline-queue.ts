@@ -1,0 +1,142 @@
+/**
+ * One Node.js timer for the deadlines of every observed context in the process. A timer per
+ * context costs a Timeout, its list in Node's timer queue and, in a process with no other timer,
+ * native calls to arm, ref and unref one per request; here a deadline is an entry in a list per
+ * millisecond, and a single unref'd timer is armed for the earliest one.
+ */
+
+/** What the queue calls when its deadline has come (a context, which checks its own clock). */
+export interface DueTarget {
+  timerFired(): void;
+}
+
+/** A target's place in the queue, from `schedule` until it fires or is `unschedule`d. */
+export class Entry {
+  readonly at: number;
+  readonly target: DueTarget;
+  prev: Entry | undefined;
+  next: Entry | undefined;
+  live = true;
+
+  constructor(at: number, target: DueTarget) {
+    this.at = at;
+    this.target = target;
+  }
+}
+
+// setTimeout holds at most a signed 32-bit delay; the timer re-arms for what is left on waking.
+const MAX_TIMER_DELAY = 2 ** 31 - 1;
+
+/** The head of each millisecond's list. */
+const lists = new Map<number, Entry>();
+/** A min-heap of the milliseconds with a list; entries whose list has gone are skipped when met. */
+const heap: number[] = [];
+let timer: NodeJS.Timeout | undefined;
+let armedAt = Number.POSITIVE_INFINITY;
+
+/** Calls `target.timerFired()` at `at` (epoch ms) or soon after, unless unscheduled first. */
+export function schedule(target: DueTarget, at: number): Entry {
+  const entry = new Entry(at, target);
+  const head = lists.get(at);
+  if (head === undefined) {
+    lists.set(at, entry);
+    push(at);
+  } else {
+    entry.prev = head;
+    entry.next = head.next;
+    if (head.next !== undefined) head.next.prev = entry;
+    head.next = entry;
+  }
+  if (at < armedAt) arm(at);
+  return entry;
+}
+
+/** Takes an entry out of the queue; nothing when it has fired already. */
+export function unschedule(entry: Entry): void {
+  if (!entry.live) return;
+  entry.live = false;
+  const { prev, next } = entry;
+  if (prev !== undefined) {
+    prev.next = next;
+    if (next !== undefined) next.prev = prev;
+  } else if (next !== undefined) {
+    next.prev = undefined;
+    lists.set(entry.at, next);
+  } else {
+    lists.delete(entry.at);
+  }
+  entry.prev = undefined;
+  entry.next = undefined;
+  if (lists.size === 0) disarm();
+}
+
+function arm(at: number): void {
+  if (timer !== undefined) clearTimeout(timer);
+  timer = setTimeout(onTimer, Math.min(Math.max(0, at - Date.now()), MAX_TIMER_DELAY));
+  timer.unref();
+  armedAt = at;
+}
+
+function disarm(): void {
+  if (timer !== undefined) clearTimeout(timer);
+  timer = undefined;
+  armedAt = Number.POSITIVE_INFINITY;
+  heap.length = 0;
+}
+
+function onTimer(): void {
+  timer = undefined;
+  armedAt = Number.POSITIVE_INFINITY;
+  const now = Date.now();
+  while (heap.length > 0 && (heap[0] as number) <= now) {
+    const at = pop();
+    let entry = lists.get(at);
+    if (entry === undefined) continue;
+    lists.delete(at);
+    // Detached first: what a target runs when it fires may schedule or unschedule others.
+    const due: DueTarget[] = [];
+    while (entry !== undefined) {
+      const next: Entry | undefined = entry.next;
+      entry.live = false;
+      entry.prev = undefined;
+      entry.next = undefined;
+      due.push(entry.target);
+      entry = next;
+    }
+    for (const target of due) target.timerFired();
+  }
+  while (heap.length > 0 && !lists.has(heap[0] as number)) pop();
+  if (heap.length > 0) arm(heap[0] as number);
+  else disarm();
+}
+
+function push(value: number): void {
+  let i = heap.length;
+  heap.push(value);
+  while (i > 0) {
+    const parent = (i - 1) >> 1;
+    if ((heap[parent] as number) <= value) break;
+    heap[i] = heap[parent] as number;
+    i = parent;
+  }
+  heap[i] = value;
+}
+
+function pop(): number {
+  const top = heap[0] as number;
+  const last = heap.pop() as number;
+  if (heap.length > 0) {
+    let i = 0;
+    for (;;) {
+      const left = 2 * i + 1;
+      if (left >= heap.length) break;
+      const right = left + 1;
+      const child = right < heap.length && (heap[right] as number) < (heap[left] as number) ? right : left;
+      if ((heap[child] as number) >= last) break;
+      heap[i] = heap[child] as number;
+      i = child;
+    }
+    heap[i] = last;
+  }
+  return top;
+}
