@@ -73,6 +73,19 @@ function causeOf(span: JaegerSpan): string | undefined {
   return undefined;
 }
 
+/**
+ * Spans by start time. Timestamps come in whole milliseconds from some collectors, so ties are
+ * common: the span with more budget left comes first (it was reached earlier on the way down),
+ * then by span id, so the order never depends on the order Jaeger returns spans in.
+ */
+function byStart(a: JaegerSpan, b: JaegerSpan): number {
+  if (a.startTime !== b.startTime) return a.startTime - b.startTime;
+  const budget = (span: JaegerSpan) => Number(tag(span, BUDGET_TAGS) ?? Number.NEGATIVE_INFINITY);
+  const budgets = budget(b) - budget(a);
+  if (budgets !== 0 && !Number.isNaN(budgets)) return budgets;
+  return a.spanID < b.spanID ? -1 : a.spanID > b.spanID ? 1 : 0;
+}
+
 /** The spans of a trace in drawing order: depth first, children by start time; orphans as roots. */
 export function waterfallRows(trace: JaegerTrace): WaterfallRow[] {
   const ids = new Set(trace.spans.map((s) => s.spanID));
@@ -86,7 +99,7 @@ export function waterfallRows(trace: JaegerTrace): WaterfallRow[] {
   const start = Math.min(...trace.spans.map((s) => s.startTime));
   const rows: WaterfallRow[] = [];
   const visit = (parent: string | undefined, depth: number) => {
-    const spans = (children.get(parent) ?? []).sort((a, b) => a.startTime - b.startTime);
+    const spans = (children.get(parent) ?? []).sort(byStart);
     for (const span of spans) {
       const budget = tag(span, BUDGET_TAGS);
       rows.push({
@@ -162,7 +175,7 @@ const GRPC_STATUS: Record<number, string> = {
 export function hopsOf(trace: JaegerTrace): Hop[] {
   return trace.spans
     .filter((span) => ['server', 'consumer'].includes(String(tag(span, ['span.kind']))))
-    .sort((a, b) => a.startTime - b.startTime)
+    .sort(byStart)
     .map((span) => {
       const grpcStatus = tag(span, ['rpc.grpc.status_code']);
       const httpStatus = tag(span, ['http.response.status_code', 'http.status_code']);
