@@ -52,6 +52,25 @@ export const DEAD_LETTER_FROM_HEADER = 'ctx-dead-letter-from';
 /** How many times the handler ran before the message was dead-lettered. */
 export const DEAD_LETTER_ATTEMPTS_HEADER = 'ctx-dead-letter-attempts';
 
+/**
+ * A dead letter's headers: the message's own, its cause (`ctx-cancel-reason`), when, where from
+ * (`group topic/partition@offset`) and after how many runs of the handler.
+ */
+export function deadLetterHeaders(
+  message: KafkaMessage,
+  cause: Cause,
+  from: string,
+  attempts: number,
+): IHeaders {
+  return {
+    ...message.headers,
+    [CANCEL_REASON_HEADER]: encodeCause(cause),
+    [DEAD_LETTER_AT_HEADER]: String(Date.now()),
+    [DEAD_LETTER_FROM_HEADER]: from,
+    [DEAD_LETTER_ATTEMPTS_HEADER]: String(attempts),
+  };
+}
+
 /** How the consumer builds each message's context and what it does with the ones it cannot handle. */
 export interface ConsumerOptions
   extends Pick<
@@ -239,13 +258,12 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     cause: Cause,
     attempts: number,
   ): Promise<void> {
-    const headers: IHeaders = {
-      ...message.headers,
-      [CANCEL_REASON_HEADER]: encodeCause(cause),
-      [DEAD_LETTER_AT_HEADER]: String(Date.now()),
-      [DEAD_LETTER_FROM_HEADER]: `${groupId} ${topic}/${partition}@${message.offset}`,
-      [DEAD_LETTER_ATTEMPTS_HEADER]: String(attempts),
-    };
+    const headers = deadLetterHeaders(
+      message,
+      cause,
+      `${groupId} ${topic}/${partition}@${message.offset}`,
+      attempts,
+    );
     // The message's own context is over: the dead letter is sent from the root context.
     await otel.with(ROOT_CONTEXT, () =>
       background().run(() =>

@@ -1,5 +1,7 @@
 import type { TextMapGetter, TextMapSetter } from '@opentelemetry/api';
 import type { IHeaders } from 'kafkajs';
+import type { Context } from '../../sdk/index.ts';
+import { type OutboundOptions, startOutbound } from '../../sdk/wire.ts';
 
 type Raw = IHeaders[string];
 
@@ -30,3 +32,17 @@ export const headersSetter: TextMapSetter<IHeaders> = {
     carrier[key] = value;
   },
 };
+
+/**
+ * The headers every message sent under `ctx` carries: the trace, `ctx-timeout` and `ctx-deadline`
+ * (absolute, so that time in the queue counts). Throws the context's error when it is done:
+ * nothing may be sent under it.
+ */
+export function contextHeaders(ctx: Context, options: Pick<OutboundOptions, 'reserveMs'> = {}): IHeaders {
+  const headers: IHeaders = {};
+  // kafkajs cannot take a message back once it is handed over: nothing to abort after this.
+  startOutbound(ctx, headers, headersSetter, noop, { reserveMs: options.reserveMs, sendDeadline: true })();
+  return headers;
+}
+
+function noop(): void {}

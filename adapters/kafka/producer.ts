@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { diag, context as otel, ROOT_CONTEXT } from '@opentelemetry/api';
-import type { IHeaders, Message, Producer, ProducerBatch, ProducerRecord, RecordMetadata } from 'kafkajs';
+import type { Message, Producer, ProducerBatch, ProducerRecord, RecordMetadata } from 'kafkajs';
 import { type Context, current } from '../../sdk/index.ts';
-import { type OutboundOptions, REQUEST_ID_HEADER, startOutbound } from '../../sdk/wire.ts';
+import { type OutboundOptions, REQUEST_ID_HEADER } from '../../sdk/wire.ts';
 import type { CancelBus } from './bus.ts';
-import { headersSetter } from './headers.ts';
+import { contextHeaders } from './headers.ts';
 
 /** How the producer writes the context into each message. */
 export interface ProducerOptions extends Pick<OutboundOptions, 'reserveMs'> {
@@ -27,7 +27,7 @@ function newRequestId(): string {
  * `cancelled` (its normal end) publishes a cancel event naming them. The other methods are the wrapped producer's.
  */
 export function producer(inner: Producer, options: ProducerOptions = {}): Producer {
-  const outbound: OutboundOptions = { reserveMs: options.reserveMs, sendDeadline: true };
+  const outbound: Pick<OutboundOptions, 'reserveMs'> = { reserveMs: options.reserveMs };
   const bus = options.cancelBus;
 
   const requestIdFor = (ctx: Context): string => {
@@ -41,9 +41,7 @@ export function producer(inner: Producer, options: ProducerOptions = {}): Produc
 
   // The headers are the same for every message of a send: written once, copied per message.
   const decorate = (ctx: Context, messages: Message[]): Message[] => {
-    const ours: IHeaders = {};
-    // kafkajs cannot take a message back once it is handed over: nothing to abort after this.
-    startOutbound(ctx, ours, headersSetter, noop, outbound)();
+    const ours = contextHeaders(ctx, outbound);
     ours[REQUEST_ID_HEADER] = requestIdFor(ctx);
     return messages.map((message) => ({
       ...message,
@@ -64,8 +62,6 @@ export function producer(inner: Producer, options: ProducerOptions = {}): Produc
 
   return Object.assign(Object.create(inner) as Producer, { send, sendBatch });
 }
-
-function noop(): void {}
 
 /**
  * Publishes a cancel event for `id` when `ctx` ends with any cause but plain `cancelled`: that one
