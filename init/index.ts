@@ -29,10 +29,12 @@ import {
   patchHttpServers,
   watchHttpClients,
 } from './http.ts';
+import { KafkaContextInstrumentation, type KafkaOptions } from './kafka.ts';
 import { watchUndici } from './undici.ts';
 
 export type { GrpcOptions } from './grpc.ts';
 export type { HttpClientOptions, HttpServerOptions } from './http.ts';
+export type { KafkaOptions } from './kafka.ts';
 
 /** Options of `init()`; every field has a default, most from the standard `OTEL_*` variables. */
 export interface InitOptions {
@@ -53,7 +55,7 @@ export interface InitOptions {
   sampler?: Sampler;
   /** Span processors to use instead of the OTLP/HTTP exporter (e.g. for tests or another backend). */
   spanProcessors?: SpanProcessor[];
-  /** More OpenTelemetry instrumentations to register beside http, express, undici and grpc. */
+  /** More OpenTelemetry instrumentations to register beside http, express, undici, grpc and kafkajs. */
   instrumentations?: Instrumentation[];
   /** Inbound node:http/https servers (express, fastify, koa, plain http); false leaves them alone. */
   http?: HttpServerOptions | false;
@@ -61,6 +63,8 @@ export interface InitOptions {
   clients?: HttpClientOptions | false;
   /** @grpc/grpc-js clients and servers; false leaves them alone. */
   grpc?: GrpcOptions | false;
+  /** kafkajs producers and consumers; false leaves them alone. */
+  kafka?: KafkaOptions | false;
   /**
    * ctxflow's metrics (docs/metrics.md) and the instrumentations': `{ prometheus: {} }` serves a
    * Prometheus scrape endpoint (port 9464 unless given; host `localhost` unless given). Default off,
@@ -154,6 +158,8 @@ function startSdk(options: InitOptions): NodeSDK {
     require('@opentelemetry/instrumentation-undici') as typeof import('@opentelemetry/instrumentation-undici');
   const { GrpcInstrumentation } =
     require('@opentelemetry/instrumentation-grpc') as typeof import('@opentelemetry/instrumentation-grpc');
+  const { KafkaJsInstrumentation } =
+    require('@opentelemetry/instrumentation-kafkajs') as typeof import('@opentelemetry/instrumentation-kafkajs');
   const env = process.env;
   const config: Partial<NodeSDKConfiguration> = {
     textMapPropagator: defaultPropagator(),
@@ -162,6 +168,7 @@ function startSdk(options: InitOptions): NodeSDK {
       new ExpressInstrumentation(),
       new UndiciInstrumentation(),
       new GrpcInstrumentation(),
+      ...(options.kafka === false ? [] : [new KafkaJsInstrumentation()]),
       ...(options.instrumentations ?? []),
     ],
   };
@@ -206,8 +213,10 @@ function milliseconds(value: string | undefined): number | undefined {
  * `init()` options from environment variables, for `ctxflow/register`: the `OTEL_*` variables are
  * read by `init()` itself; `CTXFLOW_HTTP_BUDGET_MS` and `CTXFLOW_GRPC_BUDGET_MS` set the servers'
  * own budgets, `CTXFLOW_HTTP_TRUST_INBOUND=false` and `CTXFLOW_GRPC_TRUST_INBOUND=false` make a
- * public edge, `CTXFLOW_HTTP=false`, `CTXFLOW_CLIENTS=false` and `CTXFLOW_GRPC=false` opt a
- * transport out.
+ * public edge, `CTXFLOW_HTTP=false`, `CTXFLOW_CLIENTS=false`, `CTXFLOW_GRPC=false` and
+ * `CTXFLOW_KAFKA=false` opt a transport out; `CTXFLOW_KAFKA_BUDGET_MS`,
+ * `CTXFLOW_KAFKA_TRUST_INBOUND` and `CTXFLOW_KAFKA_DEAD_LETTER_TOPIC` (a name in which `{topic}`
+ * stands for the message's topic) configure consumers.
  */
 export function optionsFromEnv(env: NodeJS.ProcessEnv): InitOptions {
   const options: InitOptions = {};
@@ -224,6 +233,15 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv): InitOptions {
       budgetMs: milliseconds(env.CTXFLOW_GRPC_BUDGET_MS),
       trustInbound: flag(env.CTXFLOW_GRPC_TRUST_INBOUND),
     };
+  if (flag(env.CTXFLOW_KAFKA) === false) options.kafka = false;
+  else {
+    const deadLetter = env.CTXFLOW_KAFKA_DEAD_LETTER_TOPIC?.trim();
+    options.kafka = {
+      budgetMs: milliseconds(env.CTXFLOW_KAFKA_BUDGET_MS),
+      trustInbound: flag(env.CTXFLOW_KAFKA_TRUST_INBOUND),
+      deadLetterTopic: deadLetter ? (topic) => deadLetter.replaceAll('{topic}', topic) : undefined,
+    };
+  }
   return options;
 }
 
@@ -231,9 +249,9 @@ let started: Telemetry | undefined;
 
 /**
  * Starts tracing and ctxflow for the whole process: the OpenTelemetry NodeSDK (OTLP/HTTP exporter,
- * instrumentations for http, express, undici/fetch and grpc, one propagator for W3C trace context,
- * baggage and ctxflow's headers) unless tracing is off or an SDK runs already, and ctxflow's hooks
- * on node:http servers and clients, undici/fetch and grpc-js. Idempotent: later calls return the
+ * instrumentations for http, express, undici/fetch, grpc and kafkajs, one propagator for W3C trace
+ * context, baggage and ctxflow's headers) unless tracing is off or an SDK runs already, and
+ * ctxflow's hooks on node:http servers and clients, undici/fetch, grpc-js and kafkajs. Idempotent: later calls return the
  * first call's handle.
  */
 export function init(options: InitOptions = {}): Telemetry {
@@ -268,6 +286,11 @@ export function init(options: InitOptions = {}): Telemetry {
   if (options.grpc !== false) {
     const grpc = new GrpcContextInstrumentation(options.grpc ?? {});
     undo.push(() => grpc.disable());
+  }
+  if (options.kafka !== false) {
+    // After OpenTelemetry's kafkajs instrumentation: its process span is active when ours runs.
+    const kafka = new KafkaContextInstrumentation(options.kafka ?? {});
+    undo.push(() => kafka.disable());
   }
   let stopping: Promise<void> | undefined;
   const handle: Telemetry = {

@@ -190,11 +190,13 @@ export function recordBulkheadWait(policy: string, waitedMs: number, outcome: 'a
 
 /**
  * Counts a Kafka message dead-lettered or skipped instead of handled (`ctxflow.kafka.messages`), by
- * topic and cause: expired in the queue (`deadline_exceeded`), cancelled through the bus, failed.
+ * topic and cause: expired in the queue (`deadline_exceeded`), cancelled through the bus, failed;
+ * or handed to its handler in a context already ended (`expired`, under `init()` without a
+ * dead-letter topic).
  */
 export function countKafkaMessage(
   topic: string,
-  outcome: 'skipped' | 'dead-lettered',
+  outcome: 'skipped' | 'dead-lettered' | 'expired',
   cause: CauseCode,
 ): void {
   const code = STANDARD_CAUSES.has(cause) ? cause : 'other';
