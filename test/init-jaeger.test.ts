@@ -1,34 +1,47 @@
 /**
- * End to end against the real Jaeger: HTTP (express) → gRPC → HTTP (plain node:http), each service
- * its own process with no ctxflow code but init() (or `--import ctxflow/register`). One trace holds
- * every hop, each hop's budget on arrival below its caller's; a client that gives up shows as a
- * cancel event with its cause on the first span and as upstream_cancelled downstream.
+ * End to end against the real Jaeger: HTTP (express) → gRPC → HTTP (plain node:http), and
+ * HTTP → gRPC → Kafka (plain kafkajs) → consumer → HTTP, each service its own process with no
+ * ctxflow code but init() (or `--import ctxflow/register`). One trace holds every hop, each hop's
+ * budget on arrival below its caller's; a client that gives up shows as a cancel event with its
+ * cause on the first span and as upstream_cancelled downstream.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { ATTR_BUDGET_ARRIVAL, ATTR_BUDGET_SENT, ATTR_CAUSE, EVENT_CONTEXT_END } from '../sdk/tracing.ts';
 import { type JaegerTrace, jaeger, waitForTrace } from './support/infra.ts';
+import { createTopics, kafkaClient, uniqueTopic } from './support/kafka.ts';
 import { type Service, startService } from './support/process.ts';
 
 const FIXTURES = 'test/fixtures/init';
 const run = randomBytes(3).toString('hex');
 const names = { edge: `init-edge-${run}`, middle: `init-middle-${run}`, leaf: `init-leaf-${run}` };
+const consumerName = `init-consumer-${run}`;
+const topic = uniqueTopic('init-jaeger');
 // Export quickly: the test polls Jaeger for what the three processes send.
 const exportEnv = { OTEL_BSP_SCHEDULE_DELAY: '100' };
 
 let services: Service[] = [];
 let edgeUrl = '';
 let leaf: Service;
+let consumer: Service | undefined;
 
 before(async () => {
-  if (!process.env.JAEGER_URL || !process.env.OTEL_EXPORTER_OTLP_ENDPOINT) return;
+  if (!process.env.JAEGER_URL || !process.env.OTEL_EXPORTER_OTLP_ENDPOINT || !process.env.KAFKA_BROKERS)
+    return;
+  await createTopics(kafkaClient(process.env.KAFKA_BROKERS.split(',')), [topic]);
   leaf = startService(`${FIXTURES}/leaf.ts`, { ...exportEnv, SERVICE_NAME: names.leaf });
   services.push(leaf);
   const leafPort = (await leaf.waitFor((line) => 'port' in line)).port;
+  consumer = startService(
+    `${FIXTURES}/consumer.ts`,
+    { ...exportEnv, OTEL_SERVICE_NAME: consumerName, LEAF: `http://127.0.0.1:${leafPort}`, TOPIC: topic },
+    ['--import', 'ctxflow/register'],
+  );
+  services.push(consumer);
   const middle = startService(
     `${FIXTURES}/middle.ts`,
-    { ...exportEnv, OTEL_SERVICE_NAME: names.middle, LEAF: `http://127.0.0.1:${leafPort}` },
+    { ...exportEnv, OTEL_SERVICE_NAME: names.middle, LEAF: `http://127.0.0.1:${leafPort}`, TOPIC: topic },
     ['--import', 'ctxflow/register'],
   );
   services.push(middle);
@@ -40,6 +53,8 @@ before(async () => {
   });
   services.push(edge);
   edgeUrl = `http://127.0.0.1:${(await edge.waitFor((line) => 'port' in line)).port}`;
+  // The consumer's group join takes a second or more: the Kafka test's budget must not pay for it.
+  await consumer.waitFor((line) => line.joined === true, 30_000);
 });
 
 after(async () => {
@@ -53,10 +68,14 @@ function tag(span: Span, key: string): unknown {
   return span.tags.find((t) => t.key === key)?.value;
 }
 
-function serverSpan(trace: JaegerTrace, service: string): Span | undefined {
+function spanOf(trace: JaegerTrace, service: string, kind: string): Span | undefined {
   return trace.spans.find(
-    (span) => trace.processes[span.processID]?.serviceName === service && tag(span, 'span.kind') === 'server',
+    (span) => trace.processes[span.processID]?.serviceName === service && tag(span, 'span.kind') === kind,
   );
+}
+
+function serverSpan(trace: JaegerTrace, service: string): Span | undefined {
+  return spanOf(trace, service, 'server');
 }
 
 /** Polls Jaeger until `ready` holds for the trace: each process exports on its own schedule. */
@@ -129,4 +148,49 @@ test('a client that gives up: cancel event and cause on the first span, upstream
   const edge = serverSpan(found, names.edge) as Span;
   assert.equal(tag(edge, 'error'), true);
   assert.equal(tag(edge, ATTR_CAUSE), 'client_disconnected');
+});
+
+test('through Kafka: producer and consumer spans in the one trace, each budget on arrival below its caller’s', async (t) => {
+  if (jaeger(t) === undefined || consumer === undefined) return;
+  const { traceId, header } = traceparent();
+  const response = await fetch(`${edgeUrl}/chain?ms=20&via=kafka`, {
+    headers: { traceparent: header, 'ctx-timeout': '8000' },
+  });
+  assert.equal(response.status, 200);
+  assert.deepEqual(await response.json(), { queued: true });
+  const handled = await consumer.waitFor((line) => line.consumed !== undefined);
+  assert.deepEqual({ leafStatus: handled.leafStatus, body: handled.body }, { leafStatus: 200, body: 'done' });
+
+  // Server spans of edge, middle and leaf; the producer span in middle; the consumer span.
+  const hops = (trace: JaegerTrace) => ({
+    edge: serverSpan(trace, names.edge),
+    middle: serverSpan(trace, names.middle),
+    producer: spanOf(trace, names.middle, 'producer'),
+    consumer: spanOf(trace, consumerName, 'consumer'),
+    leaf: serverSpan(trace, names.leaf),
+  });
+  const found = await traceWhere(traceId, (trace) =>
+    Object.values(hops(trace)).every((span) => span !== undefined),
+  );
+  assert.ok(found.spans.every((span) => span.traceID === traceId));
+  const spans = hops(found);
+  for (const [hop, span] of Object.entries(spans)) {
+    assert.ok(span, `${hop}: no span in ${JSON.stringify(found.processes)}`);
+  }
+  const arrival = (hop: keyof typeof spans) => {
+    const budget = tag(spans[hop] as Span, ATTR_BUDGET_ARRIVAL);
+    assert.equal(typeof budget, 'number', `${hop}: no ${ATTR_BUDGET_ARRIVAL}`);
+    return budget as number;
+  };
+  const chain = [arrival('edge'), arrival('middle'), arrival('consumer'), arrival('leaf')];
+  assert.ok((chain[0] as number) <= 8000, `edge arrived with ${chain[0]} ms`);
+  for (let i = 1; i < chain.length; i++) {
+    assert.ok((chain[i] as number) < (chain[i - 1] as number), `budgets on arrival: ${chain.join(' > ')}`);
+  }
+  const sent = tag(spans.producer as Span, ATTR_BUDGET_SENT) as number;
+  assert.ok(sent < arrival('middle') && sent >= arrival('consumer'), `sent ${sent}, ${chain.join(' > ')}`);
+  // The consumer span is the producer span's child: the hop is one trace, not a link.
+  const parent = spans.consumer?.references.find((ref) => ref.refType === 'CHILD_OF');
+  assert.equal(parent?.spanID, spans.producer?.spanID);
+  assert.ok(found.spans.every((span) => tag(span, 'error') !== true));
 });
