@@ -294,6 +294,8 @@ export class KafkaContextInstrumentation extends InstrumentationBase<Instrumenta
     payload: EachBatchPayload,
   ): Promise<void> {
     const { batch } = payload;
+    // A batch of control records only: nothing to build a context from.
+    if (batch.messages.length === 0) return handler(payload);
     const live: KafkaMessage[] = [];
     let earliest: InboundCall | undefined;
     let expired = false;

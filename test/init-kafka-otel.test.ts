@@ -118,3 +118,41 @@ test('an expired message is dead-lettered with its cause, not handled, and shows
   }
   assert.equal(handled, 0);
 });
+
+test('eachBatch: the expired message of a batch is dead-lettered, the handler gets the others in their deadline', async (t) => {
+  const brokers = kafkaBrokers(t);
+  if (brokers === undefined) return;
+  const kafka = kafkaClient(brokers);
+  const topic = uniqueTopic('init-kafka-dlq-batch');
+  await createTopics(kafka, [topic, `${topic}.dlq`]);
+  const producer = kafka.producer();
+  await producer.connect();
+  t.after(() => producer.disconnect());
+  // One send is one record batch: one eachBatch call holds both.
+  const soon = Date.now() + 6000;
+  await producer.send({
+    topic,
+    messages: [
+      { value: 'late', headers: { 'ctx-deadline': String(Date.now() - 1000) } },
+      { value: 'live', headers: { 'ctx-deadline': String(soon) } },
+    ],
+  });
+
+  const consumer = kafka.consumer({ groupId: `g-${topic}`, maxWaitTimeInMs: 100 });
+  t.after(() => consumer.disconnect());
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  const handed: { values: string[]; deadline: number | undefined }[] = [];
+  await consumer.run({
+    eachBatch: async ({ batch }) => {
+      handed.push({ values: batch.messages.map((m) => String(m.value)), deadline: current().deadline });
+    },
+  });
+  const dead = await readTopic(kafka, `${topic}.dlq`, 1);
+  assert.deepEqual(
+    dead.map((m) => m.value),
+    ['late'],
+  );
+  await waitFor('the batch', () => handed[0]);
+  assert.deepEqual(handed, [{ values: ['live'], deadline: soon }]);
+});
