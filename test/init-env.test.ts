@@ -28,13 +28,24 @@ test('ctxflow/register options from the environment', () => {
       CTXFLOW_HTTP_TRUST_INBOUND: 'false',
       CTXFLOW_GRPC: 'false',
       CTXFLOW_CLIENTS: 'false',
+      CTXFLOW_KAFKA: 'false',
     }),
-    { http: { budgetMs: 250, trustInbound: false }, clients: false, grpc: false },
+    { http: { budgetMs: 250, trustInbound: false }, clients: false, grpc: false, kafka: false },
   );
   assert.deepEqual(optionsFromEnv({ CTXFLOW_GRPC_BUDGET_MS: 'soon' }), {
     http: { budgetMs: undefined, trustInbound: undefined },
     grpc: { budgetMs: undefined, trustInbound: undefined },
+    kafka: { budgetMs: undefined, trustInbound: undefined, deadLetterTopic: undefined },
   });
+  const { kafka } = optionsFromEnv({
+    CTXFLOW_KAFKA_BUDGET_MS: '5000',
+    CTXFLOW_KAFKA_TRUST_INBOUND: 'false',
+    CTXFLOW_KAFKA_DEAD_LETTER_TOPIC: 'dlq.{topic}',
+  });
+  assert.ok(kafka);
+  assert.equal(kafka.budgetMs, 5000);
+  assert.equal(kafka.trustInbound, false);
+  assert.equal(kafka.deadLetterTopic?.('orders'), 'dlq.orders');
 });
 
 for (const tracing of ['false', 'true']) {
