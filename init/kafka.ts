@@ -21,7 +21,7 @@ import type {
   ProducerRecord,
 } from 'kafkajs';
 import { ATTR_OUTCOME, DEAD_LETTER_AT_HEADER, deadLetterHeaders } from '../adapters/kafka/consumer.ts';
-import { contextHeaders, headersGetter } from '../adapters/kafka/headers.ts';
+import { contextHeaders, headersGetter, MANAGED } from '../adapters/kafka/headers.ts';
 import { background, type CancelableContext, type Cause, current } from '../sdk/index.ts';
 import {
   acceptInbound,
@@ -128,14 +128,15 @@ export class KafkaContextInstrumentation extends InstrumentationBase<Instrumenta
     loadThroughHooks();
   }
 
-  #equipProducer(producer: Producer & { [EQUIPPED]?: true }): void {
+  #equipProducer(producer: Producer & { [EQUIPPED]?: true; [MANAGED]?: true }): void {
     if (producer[EQUIPPED] === true) return;
     producer[EQUIPPED] = true;
-    const self = this;
     const { send, sendBatch } = producer;
-    const headers = () => contextHeaders(current(), { reserveMs: self.getConfig().reserveMs });
+    const headers = () => contextHeaders(current(), { reserveMs: this.getConfig().reserveMs });
+    // A producer an adapter wraps carries the context already (`manage()` marks it after creation).
+    const passThrough = () => !this.isEnabled() || producer[MANAGED] === true;
     producer.send = function ctxflowSend(record: ProducerRecord) {
-      if (!self.isEnabled()) return send.call(this, record);
+      if (passThrough()) return send.call(this, record);
       let ours: IHeaders;
       try {
         ours = headers();
@@ -146,7 +147,7 @@ export class KafkaContextInstrumentation extends InstrumentationBase<Instrumenta
       return send.call(this, { ...record, messages: withHeaders(record.messages, ours) });
     };
     producer.sendBatch = function ctxflowSendBatch(batch: ProducerBatch) {
-      if (!self.isEnabled()) return sendBatch.call(this, batch);
+      if (passThrough()) return sendBatch.call(this, batch);
       let ours: IHeaders;
       try {
         ours = headers();
@@ -161,7 +162,11 @@ export class KafkaContextInstrumentation extends InstrumentationBase<Instrumenta
     };
   }
 
-  #equipConsumer(consumer: Consumer & { [EQUIPPED]?: true }, kafka: Kafka, config: ConsumerConfig): void {
+  #equipConsumer(
+    consumer: Consumer & { [EQUIPPED]?: true; [MANAGED]?: true },
+    kafka: Kafka,
+    config: ConsumerConfig,
+  ): void {
     if (consumer[EQUIPPED] === true) return;
     consumer[EQUIPPED] = true;
     const self = this;
@@ -199,7 +204,10 @@ export class KafkaContextInstrumentation extends InstrumentationBase<Instrumenta
     });
     const { run } = consumer;
     consumer.run = function ctxflowRun(runConfig?: ConsumerRunConfig) {
-      if (!self.isEnabled() || runConfig === undefined) return run.call(this, runConfig);
+      // A consumer an adapter wraps (ctxflow/kafka's consumer, the cancel bus) builds its own contexts.
+      if (!self.isEnabled() || runConfig === undefined || consumer[MANAGED] === true) {
+        return run.call(this, runConfig);
+      }
       const { eachMessage, eachBatch } = runConfig;
       const wrapped: ConsumerRunConfig = { ...runConfig };
       if (eachMessage !== undefined) {

@@ -11,7 +11,7 @@ import {
   REQUEST_ID_HEADER,
   recordCancelDelay,
 } from '../../sdk/wire.ts';
-import { headersGetter } from './headers.ts';
+import { headersGetter, manage } from './headers.ts';
 
 /** How the cancel bus is set up; every field has a default. */
 export interface CancelBusOptions {
@@ -149,7 +149,7 @@ export class CancelBus {
   }
 
   async #connectProducer(): Promise<void> {
-    const producer = this.#kafka.producer({ allowAutoTopicCreation: true });
+    const producer = manage(this.#kafka.producer({ allowAutoTopicCreation: true }));
     this.#producer = producer;
     await producer.connect();
   }
@@ -193,12 +193,14 @@ export class CancelBus {
       const start = BigInt(from.find((f) => f.partition === partition)?.offset ?? high);
       if (BigInt(high) > start) pending.set(partition, BigInt(high) - 1n);
     }
-    const reader = this.#kafka.consumer({
-      // A group of its own: every instance reads every event. It commits nothing, so the broker
-      // forgets the group once it is empty.
-      groupId: `ctxflow-cancel-${randomUUID()}`,
-      maxWaitTimeInMs: 100,
-    });
+    const reader = manage(
+      this.#kafka.consumer({
+        // A group of its own: every instance reads every event. It commits nothing, so the broker
+        // forgets the group once it is empty.
+        groupId: `ctxflow-cancel-${randomUUID()}`,
+        maxWaitTimeInMs: 100,
+      }),
+    );
     this.#reader = reader;
     let caughtUp: () => void = () => {};
     const ready = new Promise<void>((resolve) => {

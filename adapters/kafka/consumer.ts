@@ -37,7 +37,7 @@ import {
   traceInbound,
 } from '../../sdk/wire.ts';
 import type { CancelBus } from './bus.ts';
-import { headersGetter } from './headers.ts';
+import { headersGetter, manage } from './headers.ts';
 
 /** Span attribute: what became of a message (`handled`, `dead-lettered`, `skipped`). */
 export const ATTR_OUTCOME = 'ctxflow.kafka.outcome';
@@ -170,6 +170,7 @@ const tracer = trace.getTracer('ctxflow/kafka');
  * theirs uncommitted, so the message is handled again by the partition's next owner.
  */
 export function consumer(inner: Consumer, options: ConsumerOptions = {}): ContextConsumer {
+  manage(inner);
   // A handler that keeps failing ends in the dead-letter topic whatever `onExpired` says: without
   // a producer for it the consumer could only stall on that message.
   const dlq: Producer | undefined = options.deadLetterProducer;
@@ -333,16 +334,17 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     let expired = false;
     const attributes = hopAttributes('kafka', topic);
     recordArrival(attributes, ctx.deadline === undefined ? undefined : ctx.remaining());
-    // kafkajs instrumentation already runs eachMessage under a process span of its own.
+    // kafkajs instrumentation already runs eachMessage under a process span of its own: ours go
+    // on it, and it ends it.
     const instrumented = batch === undefined && trace.getSpan(base) !== undefined;
-    const span = instrumented ? undefined : startSpan(topic, partition, message, otelContext);
+    const span = instrumented ? trace.getSpan(base) : startSpan(topic, partition, message, otelContext);
     if (span !== undefined) otelContext = trace.setSpan(otelContext, span);
     // A message never handled (cancelled or expired in the queue) still shows in the trace, with its cause.
     const notHandled = async (cause: Cause): Promise<Outcome> => {
       if (span !== undefined) traceEnd(span, errorFor(cause));
       const outcome = await unhandled(topic, partition, message, cause);
       span?.setAttribute(ATTR_OUTCOME, outcome);
-      span?.end();
+      if (!instrumented) span?.end();
       return outcome;
     };
     const cancelled = requestId === undefined ? undefined : bus?.cancelled(requestId);
@@ -398,7 +400,7 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
       // The release after the message's work is no cancellation: the span is no longer watching.
       untrace();
       ctx.cancel();
-      span?.end();
+      if (!instrumented) span?.end();
     }
   }
 

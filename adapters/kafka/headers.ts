@@ -5,6 +5,18 @@ import { type OutboundOptions, startOutbound } from '../../sdk/wire.ts';
 
 type Raw = IHeaders[string];
 
+/**
+ * Set on a kafkajs producer or consumer that an adapter of ctxflow wraps (or uses itself), so that
+ * `init()`'s kafkajs hook leaves it to the adapter rather than carrying the context twice.
+ */
+export const MANAGED = Symbol.for('ctxflow.kafka.managed');
+
+/** Marks a kafkajs producer or consumer as wrapped by an adapter (`MANAGED`). */
+export function manage<T extends object>(client: T): T {
+  (client as { [MANAGED]?: true })[MANAGED] = true;
+  return client;
+}
+
 function text(value: Buffer | string): string {
   return typeof value === 'string' ? value : value.toString('utf8');
 }

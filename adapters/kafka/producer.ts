@@ -4,7 +4,7 @@ import type { Message, Producer, ProducerBatch, ProducerRecord, RecordMetadata }
 import { type Context, current } from '../../sdk/index.ts';
 import { type OutboundOptions, REQUEST_ID_HEADER } from '../../sdk/wire.ts';
 import type { CancelBus } from './bus.ts';
-import { contextHeaders } from './headers.ts';
+import { contextHeaders, manage } from './headers.ts';
 
 /** How the producer writes the context into each message. */
 export interface ProducerOptions extends Pick<OutboundOptions, 'reserveMs'> {
@@ -27,6 +27,7 @@ function newRequestId(): string {
  * `cancelled` (its normal end) publishes a cancel event naming them. The other methods are the wrapped producer's.
  */
 export function producer(inner: Producer, options: ProducerOptions = {}): Producer {
+  manage(inner);
   const outbound: Pick<OutboundOptions, 'reserveMs'> = { reserveMs: options.reserveMs };
   const bus = options.cancelBus;
 
