@@ -2,7 +2,10 @@
  * One Node.js timer for the deadlines of every observed context in the process. A timer per
  * context costs a Timeout, its list in Node's timer queue and, in a process with no other timer,
  * native calls to arm, ref and unref one per request; here a deadline is an entry in a list per
- * millisecond, and a single unref'd timer is armed for the earliest one.
+ * millisecond, and a single unref'd timer is armed for the earliest one. The timer is left armed
+ * when its entry goes (a request answered in time): re-arming at each request of a quiet server
+ * would cost what a timer per context does. When it fires it re-arms for the earliest entry left,
+ * or stops when there is none.
  */
 
 /** What the queue calls when its deadline has come (a context, which checks its own clock). */
@@ -27,20 +30,27 @@ export class Entry {
 // setTimeout holds at most a signed 32-bit delay; the timer re-arms for what is left on waking.
 const MAX_TIMER_DELAY = 2 ** 31 - 1;
 
-/** The head of each millisecond's list. */
-const lists = new Map<number, Entry>();
-/** A min-heap of the milliseconds with a list; entries whose list has gone are skipped when met. */
+/**
+ * The head of each millisecond's list; null once emptied, kept until its time comes so that the
+ * millisecond is in the heap once.
+ */
+const lists = new Map<number, Entry | null>();
+/** A min-heap of the milliseconds in `lists`. */
 const heap: number[] = [];
+let scheduled = 0;
 let timer: NodeJS.Timeout | undefined;
 let armedAt = Number.POSITIVE_INFINITY;
 
 /** Calls `target.timerFired()` at `at` (epoch ms) or soon after, unless unscheduled first. */
 export function schedule(target: DueTarget, at: number): Entry {
   const entry = new Entry(at, target);
+  scheduled++;
   const head = lists.get(at);
   if (head === undefined) {
     lists.set(at, entry);
     push(at);
+  } else if (head === null) {
+    lists.set(at, entry);
   } else {
     entry.prev = head;
     entry.next = head.next;
@@ -55,6 +65,7 @@ export function schedule(target: DueTarget, at: number): Entry {
 export function unschedule(entry: Entry): void {
   if (!entry.live) return;
   entry.live = false;
+  scheduled--;
   const { prev, next } = entry;
   if (prev !== undefined) {
     prev.next = next;
@@ -63,11 +74,10 @@ export function unschedule(entry: Entry): void {
     next.prev = undefined;
     lists.set(entry.at, next);
   } else {
-    lists.delete(entry.at);
+    lists.set(entry.at, null);
   }
   entry.prev = undefined;
   entry.next = undefined;
-  if (lists.size === 0) disarm();
 }
 
 function arm(at: number): void {
@@ -77,13 +87,6 @@ function arm(at: number): void {
   armedAt = at;
 }
 
-function disarm(): void {
-  if (timer !== undefined) clearTimeout(timer);
-  timer = undefined;
-  armedAt = Number.POSITIVE_INFINITY;
-  heap.length = 0;
-}
-
 function onTimer(): void {
   timer = undefined;
   armedAt = Number.POSITIVE_INFINITY;
@@ -91,13 +94,13 @@ function onTimer(): void {
   while (heap.length > 0 && (heap[0] as number) <= now) {
     const at = pop();
     let entry = lists.get(at);
-    if (entry === undefined) continue;
     lists.delete(at);
     // Detached first: what a target runs when it fires may schedule or unschedule others.
     const due: DueTarget[] = [];
-    while (entry !== undefined) {
+    while (entry !== undefined && entry !== null) {
       const next: Entry | undefined = entry.next;
       entry.live = false;
+      scheduled--;
       entry.prev = undefined;
       entry.next = undefined;
       due.push(entry.target);
@@ -105,9 +108,14 @@ function onTimer(): void {
     }
     for (const target of due) target.timerFired();
   }
-  while (heap.length > 0 && !lists.has(heap[0] as number)) pop();
+  // Emptied lists before the first live one go now: the timer is armed for a live entry.
+  while (heap.length > 0 && !lists.get(heap[0] as number)) lists.delete(pop());
   if (heap.length > 0) arm(heap[0] as number);
-  else disarm();
+}
+
+/** How many entries wait in the queue: for tests and diagnostics. */
+export function scheduledCount(): number {
+  return scheduled;
 }
 
 function push(value: number): void {

@@ -164,7 +164,8 @@ test(`${CHURN_PER_SECOND} cancels/s on one connection for ${SOAK_SECONDS} s: no 
     const endHeap = heapAfterGc();
 
     const fds = await settlesTo(openFds, idleFds, 2_000);
-    const liveTimers = await settlesTo(() => timers.live(), idleTimers, 2_000);
+    // The deadline queue's one timer may stay armed for a deadline of the load, until its time.
+    const liveTimers = await settlesTo(() => timers.live(), idleTimers + 1, 2_000);
     watching = false;
 
     assert.deepEqual(failures.slice(0, 10), []);
@@ -178,7 +179,7 @@ test(`${CHURN_PER_SECOND} cancels/s on one connection for ${SOAK_SECONDS} s: no 
       `heap grew by ${((endHeap - warmHeap) / 1024 / 1024).toFixed(1)} MB over ${soaked.churn + soaked.normal} calls`,
     );
     assert.ok(fds <= idleFds, `${fds} fds open after the load, ${idleFds} before`);
-    assert.ok(liveTimers <= idleTimers, `${liveTimers} timers live after the load, ${idleTimers} before`);
+    assert.ok(liveTimers <= idleTimers + 1, `${liveTimers} timers live after the load, ${idleTimers} before`);
   } finally {
     timers.stop();
     client.close();
