@@ -9,6 +9,7 @@ import type {
   ResetGuard,
   ServerInterceptorOptions,
 } from '../adapters/grpc/index.ts';
+import { unwrapOnTop, wrapOnTop } from './wrap.ts';
 
 /** What `init()` does on @grpc/grpc-js clients and servers. */
 export interface GrpcOptions extends ClientInterceptorOptions, Omit<ServerInterceptorOptions, 'budgetMs'> {
@@ -185,9 +186,11 @@ export class GrpcContextInstrumentation extends InstrumentationBase<Instrumentat
       (exports: GrpcModule) => {
         // Generated clients call the request methods grpc-js captured when it loaded: equip them
         // at construction; plain `Client` instances at their first call.
-        for (const method of REQUEST_METHODS) this._wrap(exports.Client.prototype, method, wrapRequest);
+        // On top of instrumentation-grpc's wrappers of the same functions (its client spans), which
+        // `_wrap` would undo.
+        for (const method of REQUEST_METHODS) wrapOnTop(exports.Client.prototype, method, wrapRequest);
         for (const name of ['makeGenericClientConstructor', 'makeClientConstructor'] as const) {
-          this._wrap(
+          wrapOnTop(
             exports,
             name,
             (original) =>
@@ -195,7 +198,7 @@ export class GrpcContextInstrumentation extends InstrumentationBase<Instrumentat
                 self.#equipped(original(...args)),
           );
         }
-        this._wrap(exports, 'loadPackageDefinition', (original) => (...args: unknown[]) => {
+        wrapOnTop(exports, 'loadPackageDefinition', (original) => (...args: unknown[]) => {
           const loaded = original(...args);
           self.#equipAll(loaded, new Set());
           return loaded;
@@ -224,10 +227,10 @@ export class GrpcContextInstrumentation extends InstrumentationBase<Instrumentat
         return exports;
       },
       (exports: GrpcModule) => {
-        for (const method of REQUEST_METHODS) this._unwrap(exports.Client.prototype, method);
-        this._unwrap(exports, 'makeGenericClientConstructor');
-        this._unwrap(exports, 'makeClientConstructor');
-        this._unwrap(exports, 'loadPackageDefinition');
+        for (const method of REQUEST_METHODS) unwrapOnTop(exports.Client.prototype, method);
+        unwrapOnTop(exports, 'makeGenericClientConstructor');
+        unwrapOnTop(exports, 'makeClientConstructor');
+        unwrapOnTop(exports, 'loadPackageDefinition');
         this._unwrap(exports.Server.prototype, 'addService');
       },
     );

@@ -36,6 +36,7 @@ import {
   traceEnd,
   traceInbound,
 } from '../sdk/wire.ts';
+import { unwrapOnTop, wrapOnTop } from './wrap.ts';
 
 /** What `init()` does on kafkajs producers and consumers. */
 export interface KafkaOptions extends Pick<InboundOptions, 'maxInboundMs' | 'skewAllowanceMs'> {
@@ -73,8 +74,6 @@ interface ConsumerState {
 
 // A producer or consumer whose methods are ours already.
 const EQUIPPED = Symbol('ctxflow.init.kafka');
-// A prototype method wrapped by us.
-const OURS = Symbol('ctxflow.init.kafka.wrapper');
 
 const VERSIONS = ['>=2 <3'];
 
@@ -377,41 +376,3 @@ export class KafkaContextInstrumentation extends InstrumentationBase<Instrumenta
 }
 
 /** A wrapper in the form shimmer (and so every OpenTelemetry instrumentation) recognizes and can undo. */
-interface Wrapper {
-  (...args: never[]): unknown;
-  __original: unknown;
-  __unwrap: () => void;
-  __wrapped: true;
-  [OURS]: true;
-}
-
-/**
- * Wraps a method on top of whatever wraps it already. OpenTelemetry's `_wrap` would first undo
- * any wrapper, OpenTelemetry's kafkajs instrumentation's included; ours must sit on top of that
- * one, so that its process span is active when ours runs. Applied again (the module seen once
- * through `require`, once through the ES module loader), ours replaces itself.
- */
-function wrapOnTop<T extends object, K extends keyof T & string>(
-  target: T,
-  name: K,
-  make: (original: T[K]) => T[K],
-): void {
-  unwrapOnTop(target, name);
-  const original = target[name];
-  const wrapper = make(original) as unknown as Wrapper;
-  Object.assign(wrapper, {
-    __original: original,
-    __wrapped: true,
-    [OURS]: true,
-    __unwrap: () => {
-      if (target[name] === (wrapper as unknown)) target[name] = original;
-    },
-  });
-  target[name] = wrapper as unknown as T[K];
-}
-
-/** Removes our wrapper when it is the top one; under another one it stays, passing calls through once disabled. */
-function unwrapOnTop<T extends object, K extends keyof T & string>(target: T, name: K): void {
-  const current = target[name] as Partial<Wrapper> | undefined;
-  if (current?.[OURS] === true) current.__unwrap?.();
-}
