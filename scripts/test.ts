@@ -17,7 +17,7 @@ import { down, missingTools, SERVICES, type Service, up } from './infra/index.ts
 const USES: Record<Service, { call: RegExp; env: string[] }> = {
   kafka: { call: /\bkafkaBrokers\(/, env: ['KAFKA_BROKERS'] },
   jaeger: { call: /\bjaeger\(/, env: ['JAEGER_URL', 'OTEL_EXPORTER_OTLP_ENDPOINT'] },
-  'kafka-cluster': { call: /\bkafkaCluster\(/, env: ['KAFKA_CLUSTER_BROKERS'] },
+  'kafka-cluster': { call: /\bkafkaCluster(Alone)?\(/, env: ['KAFKA_CLUSTER_BROKERS'] },
 };
 
 // Tests that build the grpc-go peer need Go: they are not unit tests.

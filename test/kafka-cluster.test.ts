@@ -8,14 +8,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { consumer, producer } from '../adapters/kafka/index.ts';
 import { stopNode } from '../scripts/infra/index.ts';
 import { background, withTimeout } from '../sdk/index.ts';
-import { kafkaCluster } from './support/infra.ts';
+import { kafkaClusterAlone } from './support/infra.ts';
 import { createTopics, kafkaClient, uniqueTopic, waitFor } from './support/kafka.ts';
 
 const MESSAGES = 300;
 
 describe('ctxflow/kafka on a three-broker cluster', () => {
   it('stopping one broker mid-stream loses nothing', async (t) => {
-    const brokers = kafkaCluster(t);
+    const brokers = await kafkaClusterAlone(t);
     if (brokers === undefined) return;
     const kafka = kafkaClient(brokers);
     const topic = uniqueTopic('cluster');

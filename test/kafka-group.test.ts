@@ -7,7 +7,7 @@ import { describe, it, type TestContext } from 'node:test';
 import type { Kafka, Producer } from 'kafkajs';
 import { cancelBus, producer } from '../adapters/kafka/index.ts';
 import { background, withCancel, withTimeout } from '../sdk/context.ts';
-import { kafkaBrokers, kafkaCluster } from './support/infra.ts';
+import { kafkaBrokers, kafkaClusterAlone } from './support/infra.ts';
 import { createTopics, kafkaClient, readTopic, uniqueTopic, waitFor } from './support/kafka.ts';
 import type { WorkerConfig } from './support/kafka-worker.ts';
 import { startWorker, stopWorker, type Worker } from './support/kafka-workers.ts';
@@ -117,7 +117,7 @@ describe('ctxflow/kafka, three instances in one group', () => {
   });
 
   it('loses no message when an instance is killed mid-stream (three-broker cluster)', async (t) => {
-    const group = await startGroup(t, 'slow', kafkaCluster(t));
+    const group = await startGroup(t, 'slow', await kafkaClusterAlone(t));
     if (!group) return;
     const send = producer(group.raw);
     const values = Array.from({ length: 60 }, (_, i) => `m${i}`);

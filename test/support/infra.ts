@@ -7,6 +7,10 @@
  * reason, except under CI=true, where missing infrastructure fails the test.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -43,6 +47,55 @@ export function kafkaCluster(t: TestContext): string[] | undefined {
   const brokers = process.env.KAFKA_CLUSTER_BROKERS;
   if (!brokers) return unavailable(t, notStarted('kafka-cluster', 'KAFKA_CLUSTER_BROKERS'));
   return brokers.split(',');
+}
+
+const CLUSTER_LOCK_WAIT_MS = 90_000;
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The three-broker cluster, held alone for the rest of the test: a test that stops one of its
+ * brokers must not run beside another that uses it (test files run two at a time). A lock
+ * directory beside the system's temporary files, released when the test ends; a holder that died
+ * without releasing it is known by its pid.
+ */
+export async function kafkaClusterAlone(t: TestContext): Promise<string[] | undefined> {
+  const brokers = kafkaCluster(t);
+  if (brokers === undefined) return undefined;
+  const id = createHash('sha256').update(brokers.join(',')).digest('hex').slice(0, 12);
+  const lock = join(tmpdir(), `ctxflow-kafka-cluster-${id}.lock`);
+  const pidFile = join(lock, 'pid');
+  const deadline = Date.now() + CLUSTER_LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      writeFileSync(pidFile, String(process.pid));
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    let holder = 0;
+    try {
+      holder = Number(readFileSync(pidFile, 'utf8'));
+    } catch {
+      // Being taken right now: its pid is not written yet.
+    }
+    if (holder > 0 && !alive(holder)) {
+      rmSync(lock, { recursive: true, force: true });
+      continue;
+    }
+    assert.ok(Date.now() < deadline, `the Kafka cluster is still held by process ${holder}`);
+    await sleep(100);
+  }
+  t.after(() => rmSync(lock, { recursive: true, force: true }));
+  return brokers;
 }
 
 export interface JaegerEndpoints {
