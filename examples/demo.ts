@@ -9,13 +9,12 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel } from 'kafkajs';
 import { fetchTrace, hopsOf, type JaegerTrace, renderHops, renderWaterfall } from '../cli/trace.ts';
-import { down, type Service, up } from '../scripts/infra/index.ts';
+import { anyFreePort, down, type Service, up } from '../scripts/infra/index.ts';
 
 const KEEP = process.argv.includes('--keep');
 const HERE = import.meta.dirname;
@@ -154,17 +153,8 @@ const common = {
 /** Where each service serves its metrics (`OTEL_METRICS_EXPORTER=prometheus`: no code in the service). */
 const metricsPorts = new Map<string, number>();
 
-/** A port nothing listens on now. */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 async function start(name: string, env: Record<string, string> = {}): Promise<number> {
-  const metricsPort = metricsPorts.get(name) ?? (await freePort());
+  const metricsPort = metricsPorts.get(name) ?? (await anyFreePort());
   metricsPorts.set(name, metricsPort);
   const metrics = {
     OTEL_METRICS_EXPORTER: 'prometheus',

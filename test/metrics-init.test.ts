@@ -1,20 +1,13 @@
 /** init({ metrics: { prometheus } }): ctxflow's metrics on a real scrape endpoint of a service. */
+
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { test } from 'node:test';
+import { anyFreePort } from '../scripts/infra/index.ts';
 import { startService } from './support/process.ts';
 import { parseExposition } from './support/prometheus.ts';
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 test('init() serves ctxflow metrics for Prometheus: budget on arrival and the deadline that ran out', async () => {
-  const metricsPort = await freePort();
+  const metricsPort = await anyFreePort();
   const service = startService('test/fixtures/metrics/service.ts', { METRICS_PORT: String(metricsPort) });
   try {
     const { port } = (await service.waitFor((line) => typeof line.port === 'number', 20_000)) as {

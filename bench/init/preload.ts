@@ -1,26 +1,17 @@
 // Preloaded with `--import` into the init bench's servers. BENCH_LAYER=ctxflow: init() without
 // tracing; BENCH_LAYER=init: init() with tracing, spans batched then dropped (as the OTel-only layer);
 // BENCH_LAYER=metrics: the same with metrics on a Prometheus endpoint (on a free port, not scraped).
-import net from 'node:net';
 import { BatchSpanProcessor } from '@opentelemetry/sdk-trace';
 import { init } from 'ctxflow/init';
+import { anyFreePort } from '../../scripts/infra/index.ts';
 import { DroppingExporter } from '../support/dropping-exporter.ts';
 
 const exporter = new DroppingExporter();
 const metricsOn = process.env.BENCH_LAYER === 'metrics';
 const tracing = process.env.BENCH_LAYER === 'init' || metricsOn;
 
-/** A port nothing listens on now (the exporter takes 0 for its default, 9464). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 init({
-  ...(metricsOn ? { metrics: { prometheus: { port: await freePort(), host: '127.0.0.1' } } } : {}),
+  ...(metricsOn ? { metrics: { prometheus: { port: await anyFreePort(), host: '127.0.0.1' } } } : {}),
   serviceName: `bench-${process.env.BENCH_ROLE ?? 'server'}`,
   tracing,
   spanProcessors: [new BatchSpanProcessor({ exporter })],

@@ -35,7 +35,15 @@ import {
   updateState,
 } from './supervisor.ts';
 
-export { cacheDir, DEFAULT_PORTS, type InfraEnv, onPath, type Ports, type Service } from './common.ts';
+export {
+  anyFreePort,
+  cacheDir,
+  DEFAULT_PORTS,
+  type InfraEnv,
+  onPath,
+  type Ports,
+  type Service,
+} from './common.ts';
 export { JAEGER_IMAGE, JAEGER_VERSION } from './jaeger.ts';
 export { clusterSettings, KAFKA_IMAGE, KAFKA_VERSION, kafkaSettings } from './kafka.ts';
 
