@@ -9,7 +9,7 @@ import type {
   ResetGuard,
   ServerInterceptorOptions,
 } from '../adapters/grpc/index.ts';
-import { unwrapOnTop, wrapOnTop } from './wrap.ts';
+import { loadThroughHooks, unwrapOnTop, wrapOnTop } from './wrap.ts';
 
 /** What `init()` does on @grpc/grpc-js clients and servers. */
 export interface GrpcOptions extends ClientInterceptorOptions, Omit<ServerInterceptorOptions, 'budgetMs'> {
@@ -56,22 +56,6 @@ const ADAPTER = `../adapters/grpc/index${import.meta.url.endsWith('.ts') ? '.ts'
 const require = createRequire(import.meta.url);
 
 /**
- * Loads @grpc/grpc-js now, when installed, through the require hooks of this and the OpenTelemetry
- * instrumentations: an ES module application's `import` of a CommonJS package does not go through
- * `require`, and without the loader hook (no tracing) nothing would patch it; the application then
- * gets the same, patched, module from the cache.
- */
-function loadThroughHooks(): void {
-  let resolved: string;
-  try {
-    resolved = require.resolve('@grpc/grpc-js');
-  } catch {
-    return;
-  }
-  require(resolved);
-}
-
-/**
  * Gives every grpc-js client and server ctxflow's interceptors (adapters/grpc) as the application
  * loads grpc-js: client calls carry and obey the caller's context; server calls run in a context
  * built from their metadata, ended and answered as with `serverInterceptor()` and `wrapService()`.
@@ -84,7 +68,7 @@ export class GrpcContextInstrumentation extends InstrumentationBase<Instrumentat
 
   constructor(options: GrpcOptions = {}) {
     super('ctxflow-init-grpc', '0.1.0', options);
-    loadThroughHooks();
+    loadThroughHooks('@grpc/grpc-js');
   }
 
   #load(): Adapter {

@@ -1,4 +1,3 @@
-import { createRequire } from 'node:module';
 import { context as otel, ROOT_CONTEXT, trace } from '@opentelemetry/api';
 import {
   InstrumentationBase,
@@ -36,7 +35,7 @@ import {
   traceEnd,
   traceInbound,
 } from '../sdk/wire.ts';
-import { unwrapOnTop, wrapOnTop } from './wrap.ts';
+import { loadThroughHooks, unwrapOnTop, wrapOnTop } from './wrap.ts';
 
 /** What `init()` does on kafkajs producers and consumers. */
 export interface KafkaOptions extends Pick<InboundOptions, 'maxInboundMs' | 'skewAllowanceMs'> {
@@ -77,22 +76,6 @@ const EQUIPPED = Symbol('ctxflow.init.kafka');
 
 const VERSIONS = ['>=2 <3'];
 
-const require = createRequire(import.meta.url);
-
-/**
- * Loads kafkajs now, when installed, through the require hooks (as init/grpc.ts does for grpc-js):
- * an ES module application's `import` of a CommonJS package does not go through `require`.
- */
-function loadThroughHooks(): void {
-  let resolved: string;
-  try {
-    resolved = require.resolve('kafkajs');
-  } catch {
-    return;
-  }
-  require(resolved);
-}
-
 /** A consumed message's context; a dead letter (read back from its topic) is not expired again. */
 function accept(state: ConsumerState, message: KafkaMessage): InboundCall {
   const headers = message.headers ?? {};
@@ -124,7 +107,7 @@ function withMessages(batch: Batch, messages: KafkaMessage[]): Batch {
 export class KafkaContextInstrumentation extends InstrumentationBase<InstrumentationConfig & KafkaOptions> {
   constructor(options: KafkaOptions = {}) {
     super('ctxflow-init-kafka', '0.1.0', options);
-    loadThroughHooks();
+    loadThroughHooks('kafkajs');
   }
 
   #equipProducer(producer: Producer & { [EQUIPPED]?: true; [MANAGED]?: true }): void {

@@ -1,4 +1,23 @@
-/** Wrapping a module's methods on top of other instrumentations' wrappers, for init()'s hooks. */
+/** For init()'s module hooks: loading a package through them, and wrapping on top of others' wrappers. */
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+
+/**
+ * Loads a CommonJS package now, when installed, through the require hooks of ctxflow and the
+ * OpenTelemetry instrumentations: an ES module application's `import` of a CommonJS package does
+ * not go through `require`, and without the loader hook (no tracing) nothing would patch it; the
+ * application then gets the same, patched, module from the cache.
+ */
+export function loadThroughHooks(name: string): void {
+  let resolved: string;
+  try {
+    resolved = require.resolve(name);
+  } catch {
+    return;
+  }
+  require(resolved);
+}
 
 // A wrapper of ours.
 const OURS = Symbol('ctxflow.init.wrapper');
