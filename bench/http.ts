@@ -9,9 +9,8 @@
 // Environment: BENCH_ROUNDS (default 5), BENCH_SECONDS (default 5), BENCH_CONNECTIONS (default 10).
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import autocannon from 'autocannon';
+import { type ChainRun, chainMedians, chainTableHeader, measureChain } from './support/chain.ts';
 import { type BenchServer, CORES, pinned, spanCount, startServer } from './support/servers.ts';
-import { cpuSeconds, median, range } from './support/stats.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -48,53 +47,7 @@ function startVariantServer(variant: Variant, role: 'A' | 'B', next?: string): P
   );
 }
 
-interface Run {
-  rps: number;
-  p50: number;
-  p99: number;
-  cpuUsPerRequest: number;
-  errors: number;
-}
-
-function quantile(sorted: Float64Array, q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number;
-}
-
-async function load(url: string, seconds: number, latencies?: number[]): Promise<autocannon.Result> {
-  const instance = autocannon({ url, connections: CONNECTIONS, duration: seconds });
-  if (latencies !== undefined) {
-    instance.on('response', (_client: unknown, _status: number, _bytes: number, ms: number) => {
-      latencies.push(ms);
-    });
-  }
-  return await instance;
-}
-
-async function measure(variant: Variant, a: Server, b: Server): Promise<Run> {
-  const url = `http://127.0.0.1:${a.port}/`;
-  await load(url, WARMUP_SECONDS);
-  const pids = [a.child.pid as number, b.child.pid as number];
-  const cpuBefore = pids.map(cpuSeconds);
-  const latencies: number[] = [];
-  const started = process.hrtime.bigint();
-  const result = await load(url, SECONDS, latencies);
-  const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
-  const cpu = pids.map(cpuSeconds).reduce((sum, after, i) => sum + after - (cpuBefore[i] as number), 0);
-  const sorted = Float64Array.from(latencies).sort();
-  const requests = latencies.length;
-  const run = {
-    rps: requests / elapsed,
-    p50: quantile(sorted, 0.5),
-    p99: quantile(sorted, 0.99),
-    cpuUsPerRequest: (cpu / requests) * 1e6,
-    errors: result.errors + result.non2xx + result.timeouts,
-  };
-  process.stderr.write(
-    `  ${LABELS[variant].padEnd(16)} ${run.rps.toFixed(0).padStart(6)} req/s  p50 ${run.p50.toFixed(2)} ms  ` +
-      `p99 ${run.p99.toFixed(2)} ms  ${run.cpuUsPerRequest.toFixed(0)} us CPU/req  errors ${run.errors}\n`,
-  );
-  return run;
-}
+const HOW = { connections: CONNECTIONS, warmupSeconds: WARMUP_SECONDS, seconds: SECONDS };
 
 function cancellation(): Record<string, { p50: number; p99: number; max: number; trials: number }> {
   const args = ['--conditions=ctxflow-source', here('./http/cancel.ts')];
@@ -115,12 +68,12 @@ try {
     `node ${process.version}, ${CORES} cores, ${pinned ? 'load generator on core 0, servers on core 1' : 'not pinned'}, ` +
       `${CONNECTIONS} connections, ${ROUNDS} rounds of ${SECONDS} s after ${WARMUP_SECONDS} s warm-up each\n`,
   );
-  const runs = new Map<Variant, Run[]>(VARIANTS.map((v) => [v, []]));
+  const runs = new Map<Variant, ChainRun[]>(VARIANTS.map((v) => [v, []]));
   for (let round = 1; round <= ROUNDS; round++) {
     process.stderr.write(`round ${round}\n`);
     for (const variant of VARIANTS) {
       const [a, b] = servers.get(variant) as [Server, Server];
-      runs.get(variant)?.push(await measure(variant, a, b));
+      runs.get(variant)?.push(await measureChain(LABELS[variant], a, b, HOW));
     }
   }
   for (const variant of ['b', 'c'] as const) {
@@ -130,38 +83,25 @@ try {
       throw new Error(`variant ${variant}: no spans exported, instrumentation not live`);
   }
 
-  const rows: string[] = [];
-  const medians = new Map<Variant, Run>();
-  rows.push('| variant | req/s median (range) | p50 ms | p99 ms | server CPU us/req (A+B) | errors |');
-  rows.push('| --- | --- | --- | --- | --- | --- |');
+  const rows = chainTableHeader('variant');
+  const medians = new Map<Variant, ChainRun>();
   for (const variant of VARIANTS) {
-    const list = runs.get(variant) as Run[];
-    const pick = (key: keyof Run) => list.map((run) => run[key]);
-    const m: Run = {
-      rps: median(pick('rps')),
-      p50: median(pick('p50')),
-      p99: median(pick('p99')),
-      cpuUsPerRequest: median(pick('cpuUsPerRequest')),
-      errors: pick('errors').reduce((x, y) => x + y, 0),
-    };
+    const { medians: m, row } = chainMedians(LABELS[variant], runs.get(variant) as ChainRun[]);
     medians.set(variant, m);
-    rows.push(
-      `| ${LABELS[variant]} | ${m.rps.toFixed(0)} (${range(pick('rps'), 0)}) | ${m.p50.toFixed(2)} (${range(pick('p50'), 2)}) ` +
-        `| ${m.p99.toFixed(2)} (${range(pick('p99'), 2)}) | ${m.cpuUsPerRequest.toFixed(0)} (${range(pick('cpuUsPerRequest'), 0)}) | ${m.errors} |`,
-    );
+    rows.push(row);
   }
-  const ma = medians.get('a') as Run;
-  const mb = medians.get('b') as Run;
+  const ma = medians.get('a') as ChainRun;
+  const mb = medians.get('b') as ChainRun;
   const ratio = (x: number, y: number) => (x / y).toFixed(2);
   rows.push('');
   rows.push(
     `ratios of medians: b/a req/s ${ratio(mb.rps, ma.rps)}, CPU/req ${ratio(mb.cpuUsPerRequest, ma.cpuUsPerRequest)}`,
   );
   const compare = (name: Variant, base: Variant) => {
-    const x = medians.get(name) as Run;
-    const y = medians.get(base) as Run;
-    const perRound = (runs.get(name) as Run[]).map((run, i) =>
-      ratio(run.rps, ((runs.get(base) as Run[])[i] as Run).rps),
+    const x = medians.get(name) as ChainRun;
+    const y = medians.get(base) as ChainRun;
+    const perRound = (runs.get(name) as ChainRun[]).map((run, i) =>
+      ratio(run.rps, ((runs.get(base) as ChainRun[])[i] as ChainRun).rps),
     );
     rows.push(
       `  ${name}/${base}: req/s ${ratio(x.rps, y.rps)} (per round ${perRound.join(' ')}), p50 ${ratio(x.p50, y.p50)}, ` +

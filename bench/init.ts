@@ -9,11 +9,10 @@
 // 0, servers on core 1). Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5), BENCH_CONNECTIONS (10),
 // BENCH_LAYERS (comma-separated subset; the ratios need all five).
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import autocannon from 'autocannon';
+import { type ChainRun, chainMedians, chainTableHeader, measureChain } from './support/chain.ts';
 import { type BenchServer, CORES, pinned, spanCount, startServer } from './support/servers.ts';
-import { cpuSeconds, median, range } from './support/stats.ts';
+import { median, range } from './support/stats.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -52,54 +51,7 @@ function startLayerServer(layer: Layer, role: 'A' | 'B', next?: string): Promise
   );
 }
 
-interface Run {
-  rps: number;
-  p50: number;
-  p99: number;
-  cpuUsPerRequest: number;
-  errors: number;
-}
-
-async function load(url: string, seconds: number, latencies?: number[]): Promise<autocannon.Result> {
-  const instance = autocannon({ url, connections: CONNECTIONS, duration: seconds });
-  instance.on('response', (_client: unknown, _status: number, _bytes: number, ms: number) =>
-    latencies?.push(ms),
-  );
-  return await instance;
-}
-
-async function measure(layer: Layer, a: Server, b: Server): Promise<Run> {
-  const url = `http://127.0.0.1:${a.port}/`;
-  await load(url, WARMUP_SECONDS);
-  const pids = [a.child.pid as number, b.child.pid as number];
-  const cpuBefore = pids.map(cpuSeconds);
-  const latencies: number[] = [];
-  const started = process.hrtime.bigint();
-  const result = await load(url, SECONDS, latencies);
-  const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
-  const cpu = pids.map(cpuSeconds).reduce((sum, after, i) => sum + after - (cpuBefore[i] as number), 0);
-  const sorted = Float64Array.from(latencies).sort();
-  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number;
-  const run = {
-    rps: latencies.length / elapsed,
-    p50: at(0.5),
-    p99: at(0.99),
-    cpuUsPerRequest: (cpu / latencies.length) * 1e6,
-    errors: result.errors + result.non2xx + result.timeouts,
-  };
-  process.stderr.write(
-    `  ${layer.padEnd(8)} ${run.rps.toFixed(0).padStart(6)} req/s  p50 ${run.p50.toFixed(2)} ms  ` +
-      `p99 ${run.p99.toFixed(2)} ms  ${run.cpuUsPerRequest.toFixed(0)} us CPU/req  errors ${run.errors}  ` +
-      `RSS ${pids.map((pid) => rssMb(pid).toFixed(0)).join('+')} MB\n`,
-  );
-  return run;
-}
-
-/** Resident set size of a process in MB, from /proc/PID/status. */
-function rssMb(pid: number): number {
-  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return match === null ? Number.NaN : Number(match[1]) / 1024;
-}
+const HOW = { connections: CONNECTIONS, warmupSeconds: WARMUP_SECONDS, seconds: SECONDS };
 
 function startup(tracing: boolean): { importMs: number; initMs: number } {
   const out = spawnSync(node, ['--conditions=ctxflow-source', here('./init/startup.ts')], {
@@ -122,12 +74,12 @@ try {
     `node ${process.version}, ${CORES} cores, ${pinned ? 'load generator on core 0, servers on core 1' : 'not pinned'}, ` +
       `${CONNECTIONS} connections, ${ROUNDS} rounds of ${SECONDS} s after ${WARMUP_SECONDS} s warm-up each\n`,
   );
-  const runs = new Map<Layer, Run[]>(LAYERS.map((layer) => [layer, []]));
+  const runs = new Map<Layer, ChainRun[]>(LAYERS.map((layer) => [layer, []]));
   for (let round = 1; round <= ROUNDS; round++) {
     process.stderr.write(`round ${round}\n`);
     for (const layer of LAYERS) {
       const [a, b] = servers.get(layer) as [Server, Server];
-      runs.get(layer)?.push(await measure(layer, a, b));
+      runs.get(layer)?.push(await measureChain(layer, a, b, HOW));
     }
   }
   for (const layer of LAYERS.filter((l) => l === 'otel' || l === 'init' || l === 'metrics')) {
@@ -137,24 +89,12 @@ try {
     }
   }
 
-  const rows = ['| layer | req/s median (range) | p50 ms | p99 ms | server CPU us/req (A+B) | errors |'];
-  rows.push('| --- | --- | --- | --- | --- | --- |');
-  const medians = new Map<Layer, Run>();
+  const rows = chainTableHeader('layer');
+  const medians = new Map<Layer, ChainRun>();
   for (const layer of LAYERS) {
-    const list = runs.get(layer) as Run[];
-    const pick = (key: keyof Run) => list.map((run) => run[key]);
-    const m: Run = {
-      rps: median(pick('rps')),
-      p50: median(pick('p50')),
-      p99: median(pick('p99')),
-      cpuUsPerRequest: median(pick('cpuUsPerRequest')),
-      errors: pick('errors').reduce((x, y) => x + y, 0),
-    };
+    const { medians: m, row } = chainMedians(layer, runs.get(layer) as ChainRun[]);
     medians.set(layer, m);
-    rows.push(
-      `| ${layer} | ${m.rps.toFixed(0)} (${range(pick('rps'), 0)}) | ${m.p50.toFixed(2)} (${range(pick('p50'), 2)}) ` +
-        `| ${m.p99.toFixed(2)} (${range(pick('p99'), 2)}) | ${m.cpuUsPerRequest.toFixed(0)} (${range(pick('cpuUsPerRequest'), 0)}) | ${m.errors} |`,
-    );
+    rows.push(row);
   }
   const m = (layer: Layer) =>
     medians.get(layer) ?? {
