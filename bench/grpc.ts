@@ -1,10 +1,11 @@
 // gRPC bench: unary calls, four layers in the same run:
 //   bare     grpc-js alone
 //   otel     + OpenTelemetry (NodeSDK with instrumentation-grpc, preloaded; spans batched then dropped)
-//   ctxflow  + ctxflow (clientOptions() on the client; serverInterceptor() + wrapService() on the
-//            server; each call under a fresh 5 s context)
+//   ctxflow  + ctxflow (clientOptions() on the client; wrapService() on the server; each call
+//            under a fresh 5 s context)
 //   alone    ctxflow as above without OpenTelemetry's SDK
-// and, when BENCH_VARIANTS names it, deadline: OTel + a 5 s `deadline` call option set by hand.
+// and, when BENCH_VARIANTS names them, deadline: OTel + a 5 s `deadline` call option set by hand;
+// intercepted: alone with serverInterceptor() in front of wrapService() on the server.
 // Each variant has a server process and a load-generator process (a closed loop of
 // BENCH_CONCURRENCY calls, each from ROOT_CONTEXT). With taskset and 2+ cores the load generators
 // (and this process) run on core 0 and the servers on core 1. Variants are interleaved (bare, otel,
@@ -17,7 +18,7 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { ALL_VARIANTS, TRACED, type Variant } from './grpc/service.ts';
+import { ALL_VARIANTS, TRACED, type Variant, WITH_CTXFLOW } from './grpc/service.ts';
 import { median, range } from './support/stats.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -34,6 +35,7 @@ const LABELS: Record<Variant, string> = {
   deadline: 'grpc-js + OTel + deadline',
   ctxflow: 'grpc-js + OTel + ctxflow',
   alone: 'grpc-js + ctxflow',
+  intercepted: 'grpc-js + ctxflow, interceptor',
 };
 
 const node = process.execPath;
@@ -257,6 +259,8 @@ try {
   compare('otel', 'bare');
   compare('ctxflow', 'otel');
   compare('alone', 'bare');
+  compare('intercepted', 'bare');
+  compare('alone', 'intercepted');
   compare('deadline', 'otel');
   compare('ctxflow', 'deadline');
   rows.push(spans.join('; '));
@@ -267,10 +271,9 @@ try {
   );
   for (const variant of VARIANTS.filter((v) => v !== 'deadline')) {
     const r = await cancelLatency(pairs.get(variant) as Pair);
-    const how =
-      variant === 'ctxflow' || variant === 'alone'
-        ? 'ctx.cancel() → current().signal abort'
-        : "call.cancel() → call 'cancelled' event";
+    const how = WITH_CTXFLOW.includes(variant)
+      ? 'ctx.cancel() → current().signal abort'
+      : "call.cancel() → call 'cancelled' event";
     rows.push(
       `  ${LABELS[variant].padEnd(26)} ${how.padEnd(40)} p50 ${r.p50.toFixed(3)} ms  p99 ${r.p99.toFixed(3)} ms  ` +
         `max ${r.max.toFixed(3)} ms  (${r.trials} trials)`,

@@ -4,17 +4,11 @@ import {
   type InstrumentationConfig,
   InstrumentationNodeModuleDefinition,
 } from '@opentelemetry/instrumentation';
-import type {
-  ClientInterceptorOptions,
-  ResetGuard,
-  ServerInterceptorOptions,
-} from '../adapters/grpc/index.ts';
+import type { ClientInterceptorOptions, ResetGuard, WrapServiceOptions } from '../adapters/grpc/index.ts';
 import { loadThroughHooks, unwrapOnTop, wrapOnTop } from './wrap.ts';
 
 /** What `init()` does on @grpc/grpc-js clients and servers. */
-export interface GrpcOptions extends ClientInterceptorOptions, Omit<ServerInterceptorOptions, 'budgetMs'> {
-  /** This service's own budget per call in milliseconds, or a function of the method path giving it. */
-  budgetMs?: number | ((path: string) => number | undefined);
+export interface GrpcOptions extends ClientInterceptorOptions, WrapServiceOptions {
   /** Methods (by path, `/package.Service/Method`) ctxflow leaves alone on the server side. */
   ignore?: (path: string) => boolean;
   /**
@@ -28,7 +22,10 @@ export interface GrpcOptions extends ClientInterceptorOptions, Omit<ServerInterc
 type Adapter = typeof import('../adapters/grpc/index.ts');
 type Interceptor = ReturnType<Adapter['clientInterceptor']>;
 type Transformer = ReturnType<Adapter['contextTransformer']>;
-type ServerInterceptor = ReturnType<Adapter['serverInterceptor']>;
+interface MethodDefinition {
+  path: string;
+  originalName?: string;
+}
 type Request = (...args: unknown[]) => unknown;
 const REQUEST_METHODS = [
   'makeUnaryRequest',
@@ -56,15 +53,14 @@ const ADAPTER = `../adapters/grpc/index${import.meta.url.endsWith('.ts') ? '.ts'
 const require = createRequire(import.meta.url);
 
 /**
- * Gives every grpc-js client and server ctxflow's interceptors (adapters/grpc) as the application
- * loads grpc-js: client calls carry and obey the caller's context; server calls run in a context
- * built from their metadata, ended and answered as with `serverInterceptor()` and `wrapService()`.
+ * Gives every grpc-js client and server ctxflow (adapters/grpc) as the application loads grpc-js:
+ * client calls carry and obey the caller's context; server calls run in a context built from their
+ * metadata, ended and answered as with `wrapService()`.
  */
 export class GrpcContextInstrumentation extends InstrumentationBase<InstrumentationConfig & GrpcOptions> {
   #adapter: Adapter | undefined;
   #client: Interceptor | undefined;
   #clientTransformer: Transformer | undefined;
-  readonly #servers = new Map<string, ServerInterceptor | undefined>();
 
   constructor(options: GrpcOptions = {}) {
     super('ctxflow-init-grpc', '0.1.0', options);
@@ -76,26 +72,25 @@ export class GrpcContextInstrumentation extends InstrumentationBase<Instrumentat
     return this.#adapter;
   }
 
-  /** The server interceptor for a method: one per method path, for per-method budgets. */
-  #serverInterceptor(path: string): ServerInterceptor | undefined {
-    if (this.#servers.has(path)) return this.#servers.get(path);
+  /**
+   * The implementation with its handlers bound to their calls' contexts by wrapService, which
+   * builds each call's context itself: no interceptor; the `ignore`d methods' handlers as given.
+   */
+  #serve(service: object, implementation: object): object {
     const { budgetMs, ignore, resetGuard, ...rest } = this.getConfig();
-    const interceptor =
-      ignore?.(path) === true
-        ? undefined
-        : this.#load().serverInterceptor({
-            ...rest,
-            budgetMs: typeof budgetMs === 'function' ? budgetMs(path) : budgetMs,
-          });
-    this.#servers.set(path, interceptor);
-    return interceptor;
+    const handlers = implementation as Record<string, unknown>;
+    const wrapped: Record<string, unknown> = this.#load().wrapService(handlers, { ...rest, budgetMs });
+    if (ignore === undefined) return wrapped;
+    for (const [key, method] of Object.entries(service as Record<string, MethodDefinition>)) {
+      if (!ignore(method.path)) continue;
+      // grpc-js finds a handler under the method's key or its original (proto) name.
+      for (const name of [key, method.originalName]) {
+        const handler = name === undefined ? undefined : handlers[name];
+        if (name !== undefined && typeof handler === 'function') wrapped[name] = handler.bind(implementation);
+      }
+    }
+    return wrapped;
   }
-
-  /** One server interceptor for every method, dispatching to the one for the method's path. */
-  readonly #dispatch: ServerInterceptor = (method, call) => {
-    const interceptor = this.#serverInterceptor(method.path);
-    return interceptor === undefined ? (call as ReturnType<ServerInterceptor>) : interceptor(method, call);
-  };
 
   #transformer(): Transformer {
     this.#clientTransformer ??= this.#load().contextTransformer(this.getConfig());
@@ -187,25 +182,17 @@ export class GrpcContextInstrumentation extends InstrumentationBase<Instrumentat
           self.#equipAll(loaded, new Set());
           return loaded;
         });
-        // Servers read their interceptor list at each call; instrumentation-grpc runs handlers in
-        // a context of its own, so the handlers are bound to the call's context too.
+        // Handlers are bound to their calls' contexts where they are registered: on top of
+        // instrumentation-grpc's wrapper (its server span), and with no interceptor chain.
         this._wrap(exports.Server.prototype, 'addService', (original) => {
-          return function ctxflowAddService(
-            this: { interceptors?: unknown },
-            service: object,
-            implementation: object,
-          ) {
+          return function ctxflowAddService(this: object, service: object, implementation: object) {
             const guard = self.getConfig().resetGuard;
-            const server = this as { interceptors?: unknown; [GUARDED]?: true };
+            const server = this as { [GUARDED]?: true };
             if (guard !== false && server[GUARDED] !== true) {
               server[GUARDED] = true;
               self.#load().resetGuard(this as unknown as Parameters<Adapter['resetGuard']>[0], guard);
             }
-            const interceptors = Array.isArray(this.interceptors)
-              ? (this.interceptors as ServerInterceptor[])
-              : [];
-            if (!interceptors.includes(self.#dispatch)) this.interceptors = [self.#dispatch, ...interceptors];
-            return original.call(this, service, self.#load().wrapService(implementation));
+            return original.call(this, service, self.#serve(service, implementation));
           };
         });
         return exports;

@@ -14,4 +14,4 @@ export { type GrpcContextError, toContextError, typedErrors } from './errors.ts'
 export { grpcStatusFor } from './metadata.ts';
 export { createServer, DEFAULT_RESET_GUARD, type ResetGuard, resetGuard } from './reset-guard.ts';
 export { contextOf, type ServerInterceptorOptions, serverInterceptor } from './server.ts';
-export { type ContextHandler, type ContextService, wrapService } from './service.ts';
+export { type ContextHandler, type ContextService, type WrapServiceOptions, wrapService } from './service.ts';

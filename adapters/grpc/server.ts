@@ -62,6 +62,11 @@ export function stateOf(metadata: Metadata | undefined): ServerCall | undefined 
   return metadata === undefined || metadata === null ? undefined : (metadata as WithState)[CALL_STATE];
 }
 
+/** Puts a live call's state on its request metadata, where `stateOf` and `contextOf` find it. */
+export function attachState(metadata: Metadata, state: ServerCall): void {
+  (metadata as WithState)[CALL_STATE] = state;
+}
+
 let warnedUnbound = false;
 
 /** instrumentation-grpc (and anything else that wraps Server#register with shimmer) replaces the handler's context. */
@@ -138,7 +143,7 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
               });
               return;
             }
-            (metadata as WithState)[CALL_STATE] = callState;
+            attachState(metadata, callState);
             // A deadline of ours ends the call with its reason. When it is the transport's own
             // (give or take the clock's tick), grpc-js's deadline timer ends the call already and
             // onCancel ends the context: no timer of ours until the handler observes the context.

@@ -1,5 +1,5 @@
 // The bench server, one process per variant (BENCH_VARIANT): grpc-js alone, with OTel (preloaded
-// bench/grpc/otel.ts), or with OTel and ctxflow (serverInterceptor + wrapService). Reports its
+// bench/grpc/otel.ts), or with ctxflow (wrapService; `intercepted`: serverInterceptor in front). Reports its
 // port over IPC; for Hang calls, reports when the handler learnt of the cancellation
 // (process.hrtime, CLOCK_MONOTONIC: comparable across processes on one machine).
 import * as grpc from '@grpc/grpc-js';
@@ -30,7 +30,7 @@ const implementation = {
   },
 };
 
-const server = new grpc.Server(withCtxflow ? { interceptors: [serverInterceptor()] } : {});
+const server = new grpc.Server(variant === 'intercepted' ? { interceptors: [serverInterceptor()] } : {});
 server.addService(
   benchService,
   (withCtxflow ? wrapService(implementation) : implementation) as grpc.UntypedServiceImplementation,

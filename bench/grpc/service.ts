@@ -23,12 +23,20 @@ export const benchService = {
 
 /**
  * bare: grpc-js alone; otel: + OpenTelemetry; ctxflow: + OTel + ctxflow; alone: ctxflow without
- * OpenTelemetry's SDK; deadline: + OTel + a deadline set by hand on each call (what ctxflow's cost
- * compares with when budgets matter; not run unless asked for).
+ * OpenTelemetry's SDK; intercepted: as alone, with serverInterceptor() in front of wrapService();
+ * deadline: + OTel + a deadline set by hand on each call (what ctxflow's cost compares with when
+ * budgets matter). The last two are not run unless asked for.
  */
-export type Variant = 'bare' | 'otel' | 'ctxflow' | 'alone' | 'deadline';
-export const ALL_VARIANTS: readonly Variant[] = ['bare', 'otel', 'ctxflow', 'alone', 'deadline'];
+export type Variant = 'bare' | 'otel' | 'ctxflow' | 'alone' | 'intercepted' | 'deadline';
+export const ALL_VARIANTS: readonly Variant[] = [
+  'bare',
+  'otel',
+  'ctxflow',
+  'alone',
+  'intercepted',
+  'deadline',
+];
 /** Variants that load OpenTelemetry's SDK. */
 export const TRACED: readonly Variant[] = ['otel', 'ctxflow', 'deadline'];
 /** Variants that run ctxflow. */
-export const WITH_CTXFLOW: readonly Variant[] = ['ctxflow', 'alone'];
+export const WITH_CTXFLOW: readonly Variant[] = ['ctxflow', 'alone', 'intercepted'];

@@ -87,22 +87,43 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
+/**
+ * How test servers bind calls to contexts: `interceptor` (serverInterceptor() with wrapService()),
+ * or `wrapService` alone, which builds each call's context itself.
+ */
+export type ServerBinding = 'interceptor' | 'wrapService';
+let binding: ServerBinding = 'interceptor';
+
+/** Sets how the Probe servers started from now on bind their calls; a suite sets it before it loads. */
+export function useServerBinding(next: ServerBinding): void {
+  binding = next;
+}
+
+/** How the Probe servers bind their calls. */
+export function serverBinding(): ServerBinding {
+  return binding;
+}
+
 export interface ServerSetup {
-  /** serverInterceptor options; `false` for a server without ctxflow. */
+  /** ctxflow's server options (serverInterceptor's or wrapService's); `false` for a server without ctxflow. */
   ctxflow?: ServerInterceptorOptions | false;
-  /** Register the implementation through wrapService (default true). */
+  /** Register the implementation through wrapService (default true; never without ctxflow). */
   wrap?: boolean;
   /** resetGuard() limits; `true` for its defaults. Default: Node's own guard. */
   resetGuard?: Partial<ResetGuard> | true;
 }
 
-/** Starts a Probe server on 127.0.0.1 with serverInterceptor (and wrapService unless `wrap: false`). */
+/**
+ * Starts a Probe server on 127.0.0.1 with serverInterceptor and wrapService (unless `wrap: false`),
+ * or with wrapService alone under the `wrapService` binding.
+ */
 export async function startProbeServer(
   impl: ProbeImplementation,
   setup: ServerSetup = {},
 ): Promise<TestServer> {
+  const intercepted = setup.ctxflow !== false && binding === 'interceptor';
   const server = new grpc.Server(
-    setup.ctxflow === false ? {} : { interceptors: [serverInterceptor(setup.ctxflow)] },
+    intercepted ? { interceptors: [serverInterceptor(setup.ctxflow || {})] } : {},
   );
   if (setup.resetGuard !== undefined) resetGuard(server, setup.resetGuard === true ? {} : setup.resetGuard);
   const full = {
@@ -113,7 +134,9 @@ export async function startProbeServer(
   };
   server.addService(
     probeService,
-    (setup.wrap ?? true) ? wrapService(full) : (full as grpc.UntypedServiceImplementation),
+    setup.ctxflow === false || !(setup.wrap ?? true)
+      ? (full as grpc.UntypedServiceImplementation)
+      : wrapService(full, intercepted ? {} : setup.ctxflow),
   );
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (error, bound) =>
