@@ -175,8 +175,11 @@ class Node implements CancelableContext {
 
   cancel(cause?: CauseInput): void {
     // Roots (background, withoutCancel) never end; they are not handed out as cancelable anyway.
-    if (this.parent === undefined || this.#settle() !== undefined) return;
-    this.#finish(cause === undefined ? CANCELLED : toCause(cause), Date.now());
+    if (this.parent === undefined || this.#end !== undefined) return;
+    // One reading of the clock serves the check and the time of the end.
+    const now = Date.now();
+    if (this.#settle(now) !== undefined) return;
+    this.#finish(cause === undefined ? CANCELLED : toCause(cause), now);
   }
 
   [Symbol.dispose](): void {
@@ -193,13 +196,17 @@ class Node implements CancelableContext {
   /**
    * Brings the state up to date and returns the end when done. An observed context is
    * told of its parent's end, so it only checks its own deadline (a timer may run late).
+   * `now`, when given, is the clock already read: ancestors are judged at the same instant.
    */
-  #settle(): End | undefined {
+  #settle(now?: number): End | undefined {
     if (this.#end !== undefined) return this.#end;
-    const parent = this.parent;
-    const parentEnd = parent === undefined || this.#watch?.observed === true ? undefined : parent.#settle();
     const deadline = this.deadline;
-    if (deadline !== undefined && Date.now() >= deadline) {
+    // The clock (a native call) is read once for the whole line of ancestors, and only when there
+    // is a deadline: without one here there is none above either (a child's is never later).
+    const at = deadline === undefined ? undefined : (now ?? Date.now());
+    const parent = this.parent;
+    const parentEnd = parent === undefined || this.#watch?.observed === true ? undefined : parent.#settle(at);
+    if (deadline !== undefined && at !== undefined && at >= deadline) {
       if (parentEnd !== undefined && parentEnd.at <= deadline) this.#finish(parentEnd.cause, parentEnd.at);
       else this.#finish(DEADLINE_EXCEEDED, deadline);
     } else if (parentEnd !== undefined) {
