@@ -220,7 +220,12 @@ class Node implements CancelableContext {
     return this.#watch;
   }
 
-  /** Starts the machinery that ends the context on time: its timer and its link to the parent. */
+  /**
+   * Starts the machinery that ends the context on time: its timer and its link to the parent.
+   * Called on a context #settle has just found live: unobserved, it found its ancestors live at
+   * the same reading of the clock, so they need no second look (a deadline passing since is
+   * caught by the timers armed here).
+   */
   #observe(watch: Watch): void {
     if (watch.observed) return;
     watch.observed = true;
@@ -228,11 +233,6 @@ class Node implements CancelableContext {
     const parent = this.parent;
     // A root never ends, so a child of one has nothing to listen to.
     if (parent?.parent !== undefined) {
-      const parentEnd = parent.#settle();
-      if (parentEnd !== undefined) {
-        this.#finish(parentEnd.cause, parentEnd.at);
-        return;
-      }
       const parentWatch = parent.#watched();
       parentWatch.children ??= new Set();
       parentWatch.children.add(this);
