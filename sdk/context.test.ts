@@ -115,6 +115,18 @@ describe('cancellation', () => {
     assert.equal(child.cause?.code, 'shutdown');
   });
 
+  it('cancel() on an unobserved context that has already ended, by its deadline or its parent, keeps that cause', async () => {
+    const parent = withCancel(background());
+    const child = withTimeout(parent, 10_000);
+    parent.cancel('shutdown');
+    child.cancel('error');
+    assert.equal(child.cause?.code, 'shutdown');
+    const late = withTimeout(withTimeout(background(), 10_000), 5);
+    await sleep(15);
+    late.cancel('error');
+    assert.equal(late.cause?.code, 'deadline_exceeded');
+  });
+
   it('cancelling a child leaves the parent live', () => {
     const parent = withCancel(background());
     const child = withCancel(parent);

@@ -55,6 +55,30 @@ const DEADLINE_EXCEEDED_ERROR = errorFor(DEADLINE_EXCEEDED);
 
 type Callback = (error: ContextDoneError) => void;
 
+/** How and when a context ended. */
+interface End {
+  readonly cause: Cause;
+  /** Epoch ms: a descendant past its own deadline takes this cause only if it came first. */
+  readonly at: number;
+  // Made on first use: most ends are never inspected.
+  error: ContextDoneError | undefined;
+}
+
+/**
+ * What a context keeps once it is observed (signal, onDone, or an observed child): its place in the
+ * deadline queue, its observed children, its callbacks and its AbortController. Kept apart and made
+ * only then, so that the common context, derived, read and released unobserved, is small.
+ */
+class Watch {
+  // False while the watch only holds the signal of a context found done, or is about to be observed.
+  observed = false;
+  timer: Entry | undefined = undefined;
+  controller: AbortController | undefined = undefined;
+  // One callback inline (the common case: the adapter's), a Set from the second on.
+  callbacks: Callback | Set<Callback> | undefined = undefined;
+  children: Set<Node> | undefined = undefined;
+}
+
 /**
  * The one implementation of Context. It allocates no timer, no AbortController and no
  * link to its parent until someone observes it (signal, onDone, or an observed child):
@@ -64,16 +88,8 @@ class Node implements CancelableContext {
   readonly parent: Node | undefined;
   readonly deadline: number | undefined;
   readonly #traceId: string | undefined;
-  #cause: Cause | undefined;
-  // Made on first use: most ends are never inspected.
-  #error: ContextDoneError | undefined;
-  #doneAt = 0;
-  #observed = false;
-  #timer: Entry | undefined;
-  #controller: AbortController | undefined;
-  // One callback inline (the common case: the adapter's), a Set from the second on.
-  #callbacks: Callback | Set<Callback> | undefined;
-  #children: Set<Node> | undefined;
+  #end: End | undefined;
+  #watch: Watch | undefined;
 
   constructor(parent: Node | undefined, deadline: number | undefined, traceId: string | undefined) {
     this.parent = parent;
@@ -90,28 +106,30 @@ class Node implements CancelableContext {
   }
 
   get cause(): Cause | undefined {
-    return this.#settle();
+    return this.#settle()?.cause;
   }
 
   get error(): ContextDoneError | undefined {
-    const cause = this.#settle();
-    if (cause === undefined) return undefined;
-    this.#error ??=
+    const end = this.#settle();
+    if (end === undefined) return undefined;
+    const cause = end.cause;
+    end.error ??=
       cause === CANCELLED
         ? CANCELLED_ERROR
         : cause === DEADLINE_EXCEEDED
           ? DEADLINE_EXCEEDED_ERROR
           : errorFor(cause);
-    return this.#error;
+    return end.error;
   }
 
   get signal(): AbortSignal {
-    if (this.#controller === undefined) {
-      this.#controller = new AbortController();
-      if (this.#settle() !== undefined) this.#controller.abort(this.error);
-      else this.#observe();
+    const watch = this.#watched();
+    if (watch.controller === undefined) {
+      watch.controller = new AbortController();
+      if (this.#settle() !== undefined) watch.controller.abort(this.error);
+      else this.#observe(watch);
     }
-    return this.#controller.signal;
+    return watch.controller.signal;
   }
 
   remaining(): number {
@@ -129,11 +147,12 @@ class Node implements CancelableContext {
       invoke(fn, this.error as ContextDoneError);
       return noop;
     }
-    const callbacks = this.#callbacks;
-    if (callbacks === undefined) this.#callbacks = fn;
+    const watch = this.#watched();
+    const callbacks = watch.callbacks;
+    if (callbacks === undefined) watch.callbacks = fn;
     else if (callbacks instanceof Set) callbacks.add(fn);
-    else if (callbacks !== fn) this.#callbacks = new Set([callbacks, fn]);
-    this.#observe();
+    else if (callbacks !== fn) watch.callbacks = new Set([callbacks, fn]);
+    this.#observe(watch);
     return () => {
       if (this.#removeCallback(fn)) this.#unobserveIfIdle();
     };
@@ -144,9 +163,11 @@ class Node implements CancelableContext {
   }
 
   #removeCallback(fn: Callback): boolean {
-    const callbacks = this.#callbacks;
+    const watch = this.#watch;
+    if (watch === undefined) return false;
+    const callbacks = watch.callbacks;
     if (callbacks === fn) {
-      this.#callbacks = undefined;
+      watch.callbacks = undefined;
       return true;
     }
     return callbacks instanceof Set && callbacks.delete(fn);
@@ -154,8 +175,11 @@ class Node implements CancelableContext {
 
   cancel(cause?: CauseInput): void {
     // Roots (background, withoutCancel) never end; they are not handed out as cancelable anyway.
-    if (this.parent === undefined || this.#settle() !== undefined) return;
-    this.#finish(cause === undefined ? CANCELLED : toCause(cause), Date.now());
+    if (this.parent === undefined || this.#end !== undefined) return;
+    // One reading of the clock serves the check and the time of the end.
+    const now = Date.now();
+    if (this.#settle(now) !== undefined) return;
+    this.#finish(cause === undefined ? CANCELLED : toCause(cause), now);
   }
 
   [Symbol.dispose](): void {
@@ -163,93 +187,100 @@ class Node implements CancelableContext {
   }
 
   timerFired(): void {
-    this.#timer = undefined;
-    if (this.#settle() === undefined) this.#armTimer();
+    // Only an observed context is in the deadline queue, and its watch stays until it leaves it.
+    const watch = this.#watch as Watch;
+    watch.timer = undefined;
+    if (this.#settle() === undefined) this.#armTimer(watch);
   }
 
   /**
-   * Brings the state up to date and returns the cause when done. An observed context is
+   * Brings the state up to date and returns the end when done. An observed context is
    * told of its parent's end, so it only checks its own deadline (a timer may run late).
+   * `now`, when given, is the clock already read: ancestors are judged at the same instant.
    */
-  #settle(): Cause | undefined {
-    if (this.#cause !== undefined) return this.#cause;
-    const parent = this.parent;
-    const parentCause = this.#observed || parent === undefined ? undefined : parent.#settle();
+  #settle(now?: number): End | undefined {
+    if (this.#end !== undefined) return this.#end;
     const deadline = this.deadline;
-    if (deadline !== undefined && Date.now() >= deadline) {
-      if (parentCause !== undefined && parent !== undefined && parent.#doneAt <= deadline) {
-        this.#finish(parentCause, parent.#doneAt);
-      } else {
-        this.#finish(DEADLINE_EXCEEDED, deadline);
-      }
-    } else if (parentCause !== undefined && parent !== undefined) {
-      this.#finish(parentCause, parent.#doneAt);
+    // The clock (a native call) is read once for the whole line of ancestors, and only when there
+    // is a deadline: without one here there is none above either (a child's is never later).
+    const at = deadline === undefined ? undefined : (now ?? Date.now());
+    const parent = this.parent;
+    const parentEnd = parent === undefined || this.#watch?.observed === true ? undefined : parent.#settle(at);
+    if (deadline !== undefined && at !== undefined && at >= deadline) {
+      if (parentEnd !== undefined && parentEnd.at <= deadline) this.#finish(parentEnd.cause, parentEnd.at);
+      else this.#finish(DEADLINE_EXCEEDED, deadline);
+    } else if (parentEnd !== undefined) {
+      this.#finish(parentEnd.cause, parentEnd.at);
     }
-    return this.#cause;
+    return this.#end;
   }
 
-  /** Starts the machinery that ends the context on time: its timer and its link to the parent. */
-  #observe(): void {
-    if (this.#observed) return;
-    this.#observed = true;
-    this.#armTimer();
+  #watched(): Watch {
+    this.#watch ??= new Watch();
+    return this.#watch;
+  }
+
+  /**
+   * Starts the machinery that ends the context on time: its timer and its link to the parent.
+   * Called on a context #settle has just found live: unobserved, it found its ancestors live at
+   * the same reading of the clock, so they need no second look (a deadline passing since is
+   * caught by the timers armed here).
+   */
+  #observe(watch: Watch): void {
+    if (watch.observed) return;
+    watch.observed = true;
+    this.#armTimer(watch);
     const parent = this.parent;
     // A root never ends, so a child of one has nothing to listen to.
     if (parent?.parent !== undefined) {
-      const parentCause = parent.#settle();
-      if (parentCause !== undefined) {
-        this.#finish(parentCause, parent.#doneAt);
-        return;
-      }
-      parent.#children ??= new Set();
-      parent.#children.add(this);
-      parent.#observe();
+      const parentWatch = parent.#watched();
+      parentWatch.children ??= new Set();
+      parentWatch.children.add(this);
+      parent.#observe(parentWatch);
     }
   }
 
   /** Undoes #observe when nothing watches this context any more, so an idle parent keeps no timer. */
   #unobserveIfIdle(): void {
-    if (!this.#observed || this.#controller !== undefined) return;
-    const callbacks = this.#callbacks;
+    const watch = this.#watch;
+    if (watch === undefined || !watch.observed || watch.controller !== undefined) return;
+    const callbacks = watch.callbacks;
     if (callbacks !== undefined && (!(callbacks instanceof Set) || callbacks.size > 0)) return;
-    if ((this.#children?.size ?? 0) > 0) return;
-    this.#observed = false;
-    this.#clearTimer();
+    if ((watch.children?.size ?? 0) > 0) return;
+    this.#watch = undefined;
+    if (watch.timer !== undefined) unschedule(watch.timer);
     this.#unlink();
   }
 
-  #armTimer(): void {
+  #armTimer(watch: Watch): void {
     const deadline = this.deadline;
     // A parent with the same deadline has a timer of its own that will end this context too.
     if (deadline === undefined || deadline === this.parent?.deadline) return;
-    this.#timer = schedule(this, deadline);
-  }
-
-  #clearTimer(): void {
-    if (this.#timer !== undefined) {
-      unschedule(this.#timer);
-      this.#timer = undefined;
-    }
+    watch.timer = schedule(this, deadline);
   }
 
   #unlink(): void {
     const parent = this.parent;
     if (parent === undefined) return;
-    if (parent.#children?.delete(this)) parent.#unobserveIfIdle();
+    if (parent.#watch?.children?.delete(this)) parent.#unobserveIfIdle();
   }
 
   #finish(cause: Cause, at: number): void {
-    if (this.#cause !== undefined) return;
-    this.#cause = cause;
-    this.#doneAt = at;
-    this.#clearTimer();
+    if (this.#end !== undefined) return;
+    this.#end = { cause, at, error: undefined };
+    const watch = this.#watch;
+    // With no watch it has no timer, no link to its parent and no one to tell.
+    if (watch === undefined) return;
+    if (watch.timer !== undefined) {
+      unschedule(watch.timer);
+      watch.timer = undefined;
+    }
     this.#unlink();
-    const children = this.#children;
-    const callbacks = this.#callbacks;
-    this.#children = undefined;
-    this.#callbacks = undefined;
+    const { children, callbacks, controller } = watch;
+    watch.children = undefined;
+    watch.callbacks = undefined;
     if (children !== undefined) for (const child of children) child.#finish(cause, at);
-    if (this.#controller !== undefined) this.#controller.abort(this.error);
+    if (controller !== undefined) controller.abort(this.error);
     if (callbacks instanceof Set) for (const fn of callbacks) invoke(fn, this.error as ContextDoneError);
     else if (callbacks !== undefined) invoke(callbacks, this.error as ContextDoneError);
   }
