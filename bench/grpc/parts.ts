@@ -2,6 +2,7 @@
 // (pinned to one core when taskset is there), CPU per unary call for configurations that add one
 // piece at a time, interleaved over rounds; medians. Not part of `npm run bench:grpc`:
 //   node --conditions=ctxflow-source --expose-gc bench/grpc/parts.ts
+// BENCH_PARTS (a regular expression) keeps the configurations whose label it matches, for profiles.
 import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
@@ -57,7 +58,14 @@ const CONFIGS: Config[] = [
     call: 'deadline+metadata',
   },
   {
-    label: 'server: ctxflow',
+    label: 'server: ctxflow (wrapService)',
+    server: {},
+    service: wrapped,
+    client: {},
+    call: 'deadline+metadata',
+  },
+  {
+    label: 'server: ctxflow (serverInterceptor + wrapService)',
     server: { interceptors: [serverInterceptor()] },
     service: wrapped,
     client: {},
@@ -65,7 +73,7 @@ const CONFIGS: Config[] = [
   },
   {
     label: 'both: ctxflow',
-    server: { interceptors: [serverInterceptor()] },
+    server: {},
     service: wrapped,
     client: clientOptions(),
     call: 'context',
@@ -141,7 +149,10 @@ async function loop(setup: Setup, calls: number): Promise<void> {
 }
 
 const setups: Setup[] = [];
-for (const config of CONFIGS) setups.push(await setUp(config));
+const only = new RegExp(process.env.BENCH_PARTS ?? '');
+for (const config of CONFIGS.filter((c) => c.label === 'grpc-js' || only.test(c.label))) {
+  setups.push(await setUp(config));
+}
 for (const setup of setups) await loop(setup, CALLS / 2);
 const results = new Map<string, number[]>();
 for (let round = 0; round < ROUNDS; round++) {
