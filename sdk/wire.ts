@@ -26,6 +26,7 @@ export {
   type WireOptions,
 } from './codec.ts';
 export { errorFor } from './errors.ts';
+export { addPlainListener } from './events.ts';
 export {
   CONNECT_TIMEOUT_HEADER,
   checkForeignHeaders,

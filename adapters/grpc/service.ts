@@ -1,5 +1,6 @@
 /** `wrapService`: handlers bound to their call's context, returning their answers, never crashing. */
 
+import type { EventEmitter } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
 import type { Metadata } from '@grpc/grpc-js';
 import { type Attributes, context as otel, trace } from '@opentelemetry/api';
@@ -7,6 +8,7 @@ import type { CauseCode } from '../../sdk/index.ts';
 import { ContextDoneError, run } from '../../sdk/index.ts';
 import {
   acceptInbound,
+  addPlainListener,
   checkForeignHeaders,
   countEnded,
   countShed,
@@ -36,8 +38,6 @@ type UnaryCallback = (error: unknown, value?: unknown, trailer?: Metadata, flags
 interface HandlerCall {
   metadata: Metadata;
   emit(event: string | symbol, ...args: unknown[]): boolean;
-  on(event: string, listener: (this: HandlerCall) => void): unknown;
-  prependListener(event: string, listener: (this: HandlerCall) => void): unknown;
   getDeadline?(): grpc.Deadline;
   getPath?(): string;
   push?: (chunk: unknown, encoding?: BufferEncoding) => boolean;
@@ -272,10 +272,11 @@ function serve(
   }
   const live = new DirectCall(inbound, method);
   attachState(call.metadata, live);
-  // Before instrumentation-grpc's listener, which ends the server span: the span records the cause.
-  call.prependListener('cancelled', onCancelled);
+  // Plain listeners, past instrumentation-grpc's binding of the call (see addPlainListener);
+  // first in line, so the cancellation is recorded before anything else sees it.
+  addPlainListener(call as unknown as EventEmitter, 'cancelled', onCancelled, true);
   if (callback === undefined) {
-    call.on('finish', onFinish);
+    addPlainListener(call as unknown as EventEmitter, 'finish', onFinish);
     holdBackLateAnswers(call, live);
   }
   otel.with(inbound.otelContext, () => {

@@ -4,12 +4,13 @@
  * `ctx-cancel-reason`), and cancelled once the response is complete. `ctxflow/express` is a thin
  * layer over it.
  */
-import { type IncomingHttpHeaders, IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
+import { type IncomingHttpHeaders, IncomingMessage, ServerResponse, STATUS_CODES } from 'node:http';
 import { type Context as OtelContext, context as otel, type TextMapGetter, trace } from '@opentelemetry/api';
 import { getRPCMetadata } from '@opentelemetry/core';
 import { type CancelableContext, type Cause, type Context, ContextDoneError } from '../../sdk/index.ts';
 import {
   acceptInbound,
+  addPlainListener,
   CANCEL_REASON_HEADER,
   type CauseSource,
   checkForeignHeaders,
@@ -142,18 +143,42 @@ export function requestContexts(
       reply(res, error);
     });
     guard(res, ctx);
-    // 'close' follows a complete response too; before it, it means the connection went away.
-    // Listeners on `res` and `req.signal` die with the request: nothing to remove, and 'close' comes
-    // once (no once() wrapper needed). First in line, so the cancellation is recorded before
-    // instrumentation-http ends the server span on the same event.
-    res.prependListener('close', () => {
+    const ended = (): void => {
       // A complete response is not a cancellation: stop tracing the context before ending it.
       if (res.writableFinished) untrace();
       ctx.cancel(res.writableFinished ? undefined : callerGone);
       recordArrival(hopAttributes('http', routeOf(req)), budget);
-    });
+    };
+    watchEnd(res, ended);
     return call.otelContext;
   };
+}
+
+/**
+ * Calls `ended` once the response is complete or its connection goes away first, whichever comes.
+ * Listeners on `res` die with the request: nothing to remove there. On node:http the end is the
+ * response's 'finish' and the caller going away its connection's 'close' (removed at 'finish'),
+ * not a 'close' listener on the response: beside the one instrumentation-http puts there, a second
+ * made every young-generation collection about twice as slow (measured: about 15 µs per request).
+ * Either way first in line, so the cancellation is recorded before instrumentation-http ends the
+ * server span on the response's 'close' (which Node emits from the connection's).
+ */
+function watchEnd(res: ServerResponse, ended: () => void): void {
+  const socket = res.socket;
+  // HTTP/2's compatibility response has a proxy of the session's socket: its own 'close' it is.
+  if (!(res instanceof ServerResponse) || socket === null) {
+    addPlainListener(res, 'close', ended, true);
+    return;
+  }
+  let done = false;
+  const once = (): void => {
+    if (done) return;
+    done = true;
+    socket.removeListener('close', once);
+    ended();
+  };
+  socket.prependListener('close', once);
+  addPlainListener(res, 'finish', once, true);
 }
 
 /**

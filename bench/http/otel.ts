@@ -20,7 +20,12 @@ const sdk = new NodeSDK({
   spanProcessors: [new BatchSpanProcessor({ exporter })],
   // Traces only, as init() sets up by default: NodeSDK would otherwise add an OTLP metrics reader.
   metricReaders: [],
-  instrumentations: [new HttpInstrumentation(), new ExpressInstrumentation(), new UndiciInstrumentation()],
+  instrumentations: [
+    new HttpInstrumentation(),
+    // As the README advises: no span for ctxflow's middleware, which would cost more than it does.
+    new ExpressInstrumentation(withCtxflow ? { ignoreLayers: ['middleware - ctxflowDeadlines'] } : {}),
+    new UndiciInstrumentation(),
+  ],
   ...(withCtxflow
     ? {
         textMapPropagator: new CompositePropagator({
