@@ -5,6 +5,7 @@ import type {
   ServerInterceptor,
   ServerListener,
   ServerMethodDefinition,
+  StatusObject,
 } from '@grpc/grpc-js';
 import * as grpc from '@grpc/grpc-js';
 import { type Attributes, diag, context as otel } from '@opentelemetry/api';
@@ -224,37 +225,66 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
         }
         if (live.finished) return;
         finish(live);
-        const ctx = live.ctx;
-        const cause = ctx.cause;
-        let out = status;
-        if (cause !== undefined && !(live.responded && status.code === Status.OK)) {
-          countEnded(live.attributes, cause.code);
-          const code = grpcStatusFor(cause.code);
-          out = {
-            code,
-            details:
-              status.code === code && status.details ? status.details : `ctxflow: ${ctx.error?.message}`,
-            metadata: withReason(status.metadata, cause),
-          };
-        } else if (cause === undefined && status.code !== Status.OK) {
-          if (isContextStatus(status.code)) {
-            // The handler answered with a context status (a downstream call's, usually): keep its cause.
-            const reported = reasonOf(status.metadata) ?? { code: fallbackCode(status.code) };
-            ctx.cancel(reported);
-            countEnded(live.attributes, reported.code, 'downstream');
-            out = { ...status, metadata: withReason(status.metadata, reported) };
-          } else {
-            ctx.cancel({ code: 'error', message: Status[status.code] ?? String(status.code) });
-            countEnded(live.attributes, 'error');
-          }
-        }
+        // A unary response went out while the context was live: its OK stands.
+        const out =
+          live.responded && status.code === Status.OK
+            ? status
+            : ((settleStatus(live, status.code === Status.OK ? undefined : status) as
+                | StatusObject
+                | undefined) ?? status);
         statusNext(out);
         live.untrace();
-        ctx.cancel();
+        live.ctx.cancel();
       },
     });
     return intercepting;
   };
+}
+
+/** A status as handlers and grpc-js pass it: a `StatusObject`, or a `ServiceError`-like object. */
+export interface StatusLike {
+  code?: unknown;
+  details?: unknown;
+  message?: unknown;
+  metadata?: Metadata | null;
+}
+
+/**
+ * The status that ends a call whose handler answered `status` (undefined for a response or a
+ * normal end), decided against the call's context, and the end counted: a context that ended
+ * first sends its own status with its reason; a context status from the handler (a downstream
+ * call's) ends the context with its cause; any other failure ends it with `error`. Undefined:
+ * the handler's answer goes as it is.
+ */
+export function settleStatus(live: ServerCall, status: StatusLike | undefined): StatusLike | undefined {
+  const ctx = live.ctx;
+  const cause = ctx.cause;
+  if (cause !== undefined) {
+    countEnded(live.attributes, cause.code);
+    const code = grpcStatusFor(cause.code);
+    return {
+      code,
+      details: status?.code === code && status.details ? status.details : `ctxflow: ${ctx.error?.message}`,
+      metadata: withReason(status?.metadata, cause),
+    };
+  }
+  if (status === undefined) return undefined;
+  const code = typeof status.code === 'number' ? status.code : Status.UNKNOWN;
+  if (code === Status.OK) return status;
+  if (isContextStatus(code)) {
+    // The handler answered with a context status (a downstream call's, usually): keep its cause.
+    const reported = reasonOf(status.metadata) ?? { code: fallbackCode(code) };
+    ctx.cancel(reported);
+    countEnded(live.attributes, reported.code, 'downstream');
+    return {
+      code,
+      details: status.details ?? status.message,
+      metadata: withReason(status.metadata, reported),
+    };
+  }
+  ctx.cancel({ code: 'error', message: Status[code] ?? String(code) });
+  countEnded(live.attributes, 'error');
+  return status;
 }
 
 /** The context of the call a handler serves, from its call object; undefined without `serverInterceptor`. */

@@ -20,18 +20,16 @@ import {
 import type { GrpcContextError } from './errors.ts';
 import {
   epochMs,
-  fallbackCode,
   grpcStatusFor,
   isContextStatus,
   metadataGetter,
   NEAR_DEADLINE_MS,
   nearDeadline,
   noop,
-  reasonOf,
   Status,
   withReason,
 } from './metadata.ts';
-import { attachState, type ServerCall, stateOf } from './server.ts';
+import { attachState, type ServerCall, type StatusLike, settleStatus, stateOf } from './server.ts';
 
 type Handler = (this: unknown, call: HandlerCall, callback?: UnaryCallback) => unknown;
 type UnaryCallback = (error: unknown, value?: unknown, trailer?: Metadata, flags?: number) => void;
@@ -45,13 +43,6 @@ interface HandlerCall {
   end?: (...args: unknown[]) => unknown;
   writableEnded?: boolean;
   destroyed?: boolean;
-}
-/** A status as a handler passes it to grpc-js: a `ServiceError`-like object. */
-interface StatusLike {
-  code?: unknown;
-  details?: unknown;
-  message?: unknown;
-  metadata?: Metadata | null;
 }
 
 /**
@@ -181,42 +172,11 @@ class DirectCall implements ServerCall {
     this.callerGone = method.callerGone;
   }
 
-  /**
-   * Decides the call's status from the handler's answer (undefined for a response or a normal
-   * end): a context that ended first replaces it with its own status; a context status from the
-   * handler (a downstream call's) ends the context with its cause; another failure with `error`.
-   */
+  /** Decides the call's status from the handler's answer (undefined for a response or a normal end). */
   settle(status: StatusLike | undefined): StatusLike | undefined {
     this.finished = true;
     this.unlink();
-    const ctx = this.ctx;
-    const cause = ctx.cause;
-    if (cause !== undefined) {
-      countEnded(this.attributes, cause.code);
-      const code = grpcStatusFor(cause.code);
-      return {
-        code,
-        details: status?.code === code && status.details ? status.details : `ctxflow: ${ctx.error?.message}`,
-        metadata: withReason(status?.metadata, cause),
-      };
-    }
-    if (status === undefined) return undefined;
-    const code = typeof status.code === 'number' ? status.code : Status.UNKNOWN;
-    if (code === Status.OK) return status;
-    if (isContextStatus(code)) {
-      // The handler answered with a context status (a downstream call's, usually): keep its cause.
-      const reported = reasonOf(status.metadata) ?? { code: fallbackCode(code) };
-      ctx.cancel(reported);
-      countEnded(this.attributes, reported.code, 'downstream');
-      return {
-        code,
-        details: status.details ?? status.message,
-        metadata: withReason(status.metadata, reported),
-      };
-    }
-    ctx.cancel({ code: 'error', message: Status[code] ?? String(code) });
-    countEnded(this.attributes, 'error');
-    return status;
+    return settleStatus(this, status);
   }
 
   /** The call is over: the context is released (a no-op when it ended already). */

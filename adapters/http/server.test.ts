@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http from 'node:http';
 import { test } from 'node:test';
 import { CancelledError, type Context, current } from '../../sdk/index.ts';
 import { listen, sleep } from '../../test/support/http.ts';
@@ -41,6 +43,46 @@ test('withDeadlines gives a plain node:http handler its context, its budget and 
     assert.equal(late.headers.get('ctx-cancel-reason'), 'deadline_exceeded');
     assert.equal(errors.length, 1, 'context ends are not reported as errors');
   } finally {
+    await server.close();
+  }
+});
+
+test('requests kept alive on one connection leave no listener behind, and a hang-up still ends the one in flight', async () => {
+  const closeListeners: number[] = [];
+  const hung = Promise.withResolvers<Context>();
+  const server = await listen(
+    withDeadlines((req, res) => {
+      closeListeners.push(req.socket.listenerCount('close'));
+      if (req.url === '/hang') hung.resolve(current());
+      else res.end('ok');
+    }),
+  );
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const get = (path: string) =>
+    new Promise<http.IncomingMessage>((resolve, reject) => {
+      const request = http.get(`${server.url}${path}`, { agent }, resolve);
+      request.on('error', reject);
+    });
+  try {
+    for (let i = 0; i < 30; i++) {
+      const answer = await get('/ok');
+      answer.resume();
+      await once(answer, 'end');
+    }
+    assert.equal(
+      new Set(closeListeners).size,
+      1,
+      `'close' listeners per request: ${closeListeners.join(' ')}`,
+    );
+    const request = http.get(`${server.url}/hang`, { agent });
+    request.on('error', () => {});
+    const ctx = await hung.promise;
+    assert.equal(closeListeners.at(-1), closeListeners[0], 'the same connection, no listener added');
+    request.destroy();
+    await once(ctx.signal, 'abort');
+    assert.equal(ctx.cause?.code, 'client_disconnected');
+  } finally {
+    agent.destroy();
     await server.close();
   }
 });
