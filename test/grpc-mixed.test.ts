@@ -114,7 +114,7 @@ describe('mixed chain: HTTP → gRPC → HTTP', () => {
     }
   });
 
-  test('a slow C: every hop ends with deadline_exceeded, the client gets 504 with the reason', async () => {
+  test('a slow C: the hops end at their deadlines, the client gets 504 with the reason', async () => {
     reset();
     const started = Date.now();
     const answer = await globalThis.fetch(`${a.url}/work?mode=hang`);
@@ -125,13 +125,33 @@ describe('mixed chain: HTTP → gRPC → HTTP', () => {
     // Each hop's deadline is counted from its own arrival: on a loaded machine a later hop's may
     // fall after A's answer. Wait for each end rather than race the timers.
     await Promise.all(hops.map((h) => new Promise((resolve) => h.ctx.onDone(resolve))));
+    const [ha, hb, hc] = hops as [HandlerHop, HandlerHop, HandlerHop];
+    // A's call to B carries A's deadline less the reserve, and A's grpc-js cancels it then. B counts
+    // that cancel as its deadline when it arrives within 5 ms of B's own; C's context, whose end is
+    // judged by the clock first, ends by its deadline when no cancel can come before it. Each hop's
+    // deadline is counted from its arrival, so when a send took more than the reserve (a loaded
+    // machine) a cancel from upstream may come first, and is then the caller's: which one it is
+    // depends on the timing, not on ctxflow.
+    const callDeadline = (ha.deadline as number) - 5;
+    const bDeadline = hb.deadline as number;
+    const allowed = (certain: boolean) =>
+      certain ? ['deadline_exceeded'] : ['deadline_exceeded', 'upstream_cancelled'];
+    const expected = {
+      A: ['deadline_exceeded'],
+      B: allowed(bDeadline - 5 <= callDeadline),
+      C: allowed((hc.deadline as number) <= Math.min(bDeadline, callDeadline)),
+    };
+    for (const hop of hops) {
+      const allowedCauses = expected[hop.name as keyof typeof expected];
+      assert.ok(
+        allowedCauses.includes(hop.ctx.cause?.code as string),
+        `${hop.name} ended with ${hop.ctx.cause?.code}; deadlines after A's call's: B ${bDeadline - callDeadline} ms, C ${(hc.deadline as number) - callDeadline} ms`,
+      );
+      assert.equal(hop.signal.aborted, true, `${hop.name}'s signal aborted`);
+    }
     assert.deepEqual(
-      hops.map((h) => [h.name, h.ctx.cause?.code, h.signal.aborted]),
-      [
-        ['A', 'deadline_exceeded', true],
-        ['B', 'deadline_exceeded', true],
-        ['C', 'deadline_exceeded', true],
-      ],
+      hops.map((h) => h.name),
+      ['A', 'B', 'C'],
     );
   });
 
