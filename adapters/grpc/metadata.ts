@@ -1,8 +1,8 @@
 /** The gRPC wire side shared by client and server: metadata as a carrier, and the status ↔ cause mapping. */
-import type { Deadline, Metadata } from '@grpc/grpc-js';
+import type { Deadline, Metadata, StatusObject } from '@grpc/grpc-js';
 import * as grpc from '@grpc/grpc-js';
 import type { TextMapGetter, TextMapSetter } from '@opentelemetry/api';
-import type { Cause, CauseCode } from '../../sdk/index.ts';
+import type { Cause, CauseCode, ContextDoneError } from '../../sdk/index.ts';
 import { CANCEL_REASON_HEADER, decodeCause, encodeCause } from '../../sdk/wire.ts';
 
 export const Status = grpc.status;
@@ -53,6 +53,11 @@ export function withReason(metadata: Metadata | null | undefined, cause: Cause):
 /** The gRPC status that reports a context ended with `code`: DEADLINE_EXCEEDED for its deadline, CANCELLED otherwise. */
 export function grpcStatusFor(code: CauseCode): grpc.status {
   return code === 'deadline_exceeded' ? Status.DEADLINE_EXCEEDED : Status.CANCELLED;
+}
+
+/** The status that ends a call with a context's end: DEADLINE_EXCEEDED or CANCELLED, with ctx-cancel-reason. */
+export function contextStatus(error: ContextDoneError, code = grpcStatusFor(error.cause.code)): StatusObject {
+  return { code, details: `ctxflow: ${error.message}`, metadata: withReason(undefined, error.cause) };
 }
 
 export function fallbackCode(code: grpc.status): CauseCode {

@@ -9,7 +9,7 @@ import type {
 } from '@grpc/grpc-js';
 import * as grpc from '@grpc/grpc-js';
 import { type Attributes, diag, context as otel } from '@opentelemetry/api';
-import type { CancelableContext, Cause, CauseCode, Context } from '../../sdk/index.ts';
+import type { CancelableContext, Cause, CauseCode, Context, ContextDoneError } from '../../sdk/index.ts';
 import {
   acceptInbound,
   checkForeignHeaders,
@@ -20,6 +20,7 @@ import {
   recordArrival,
 } from '../../sdk/wire.ts';
 import {
+  contextStatus,
   epochMs,
   fallbackCode,
   grpcStatusFor,
@@ -137,11 +138,7 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
               // The budget is spent before the handler would start.
               countShed(callState.attributes);
               finish(callState);
-              call.sendStatus({
-                code: grpcStatusFor(shed.code),
-                details: `ctxflow: ${ctx.error?.message}`,
-                metadata: withReason(undefined, shed),
-              });
+              call.sendStatus(contextStatus(ctx.error as ContextDoneError));
               return;
             }
             attachState(metadata, callState);
@@ -155,10 +152,7 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
             ) {
               callState.unlink = ctx.onDone((error) => {
                 if (callState.finished || callState.responded) return;
-                intercepting.sendStatus({
-                  code: grpcStatusFor(error.cause.code),
-                  details: `ctxflow: ${error.message}`,
-                });
+                intercepting.sendStatus(contextStatus(error));
               });
             }
             // The handler starts here for client and bidi streaming, at the half-close otherwise:
@@ -207,11 +201,7 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
           // Straight to the next call: ours holds statuses back while a message is in progress.
           finish(state);
           countEnded(state.attributes, error.cause.code);
-          call.sendStatus({
-            code: grpcStatusFor(error.cause.code),
-            details: `ctxflow: ${error.message}`,
-            metadata: withReason(undefined, error.cause),
-          });
+          call.sendStatus(contextStatus(error));
           return;
         }
         if (unaryResponse) state.responded = true;

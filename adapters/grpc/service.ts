@@ -19,15 +19,14 @@ import {
 } from '../../sdk/wire.ts';
 import type { GrpcContextError } from './errors.ts';
 import {
+  contextStatus,
   epochMs,
-  grpcStatusFor,
   isContextStatus,
   metadataGetter,
   NEAR_DEADLINE_MS,
   nearDeadline,
   noop,
   Status,
-  withReason,
 } from './metadata.ts';
 import { attachState, type ServerCall, type StatusLike, settleStatus, stateOf } from './server.ts';
 
@@ -221,11 +220,7 @@ function serve(
   if (shed !== undefined) {
     // The budget is spent before the handler would start.
     countShed(method.attributes);
-    const status = {
-      code: grpcStatusFor(shed.code),
-      details: `ctxflow: ${ctx.error?.message}`,
-      metadata: withReason(undefined, shed),
-    };
+    const status = contextStatus(ctx.error as ContextDoneError);
     if (callback !== undefined) callback(status);
     else call.emit('error', status);
     return;
@@ -263,11 +258,6 @@ function serve(
       if (!live.finished) live.end(contextStatus(error));
     });
   }
-}
-
-/** The status a context's end sends, before the reason is added to it. */
-function contextStatus(error: ContextDoneError): StatusLike {
-  return { code: grpcStatusFor(error.cause.code), details: `ctxflow: ${error.message}` };
 }
 
 /**
@@ -375,12 +365,7 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 function handlerError(error: unknown, thrown: boolean): unknown {
   if (error instanceof ContextDoneError) {
     const code = (error as Partial<GrpcContextError>).code;
-    const status = typeof code === 'number' && isContextStatus(code) ? code : grpcStatusFor(error.cause.code);
-    return {
-      code: status,
-      details: `ctxflow: ${error.message}`,
-      metadata: withReason(undefined, error.cause),
-    };
+    return contextStatus(error, typeof code === 'number' && isContextStatus(code) ? code : undefined);
   }
   if (!thrown) return error;
   const code = (error as { code?: unknown } | null)?.code;
