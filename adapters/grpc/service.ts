@@ -234,18 +234,7 @@ function serve(
     addPlainListener(call as unknown as EventEmitter, 'finish', onFinish);
     holdBackLateAnswers(call, live);
   }
-  otel.with(inbound.otelContext, () => {
-    live.untrace = traceInbound(trace.getActiveSpan(), ctx);
-    const push = call.push;
-    if (typeof push === 'function') {
-      // Request messages arrive from the transport's events: deliver them in the call's context.
-      const otelContext = inbound.otelContext;
-      call.push = function ctxflowPush(this: unknown, chunk: unknown, encoding?: BufferEncoding) {
-        return otel.with(otelContext, push, this, chunk, encoding);
-      };
-    }
-    handleCall(handler, self, call, callback, live);
-  });
+  otel.with(live.otelContext, start, undefined, handler, self, call, callback, live);
   // A deadline of ours ends the call with its reason. When it is the transport's own (give or
   // take the clock's tick), grpc-js's deadline timer ends the call and 'cancelled' the context.
   const deadline = ctx.deadline;
@@ -258,6 +247,26 @@ function serve(
       if (!live.finished) live.end(contextStatus(error));
     });
   }
+}
+
+/** Starts the handler, in its call's context (and so are the request stream's messages). */
+function start(
+  handler: Handler,
+  self: unknown,
+  call: HandlerCall,
+  callback: UnaryCallback | undefined,
+  live: DirectCall,
+): void {
+  live.untrace = traceInbound(trace.getActiveSpan(), live.ctx);
+  const push = call.push;
+  if (typeof push === 'function') {
+    // Request messages arrive from the transport's events: deliver them in the call's context.
+    const otelContext = live.otelContext;
+    call.push = function ctxflowPush(this: unknown, chunk: unknown, encoding?: BufferEncoding) {
+      return otel.with(otelContext, push, this, chunk, encoding);
+    };
+  }
+  handleCall(handler, self, call, callback, live);
 }
 
 /**
