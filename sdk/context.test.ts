@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { context as otel, trace } from '@opentelemetry/api';
 import { trackTimers } from '../test/support/timers.ts';
+import { cancelAt } from './context.ts';
 import { scheduledCount } from './deadline-queue.ts';
 import {
   background,
@@ -97,6 +98,16 @@ describe('cancellation', () => {
     ctx.cancel();
     assert.equal(ctx.cause?.code, 'client_disconnected');
     assert.deepEqual(fired, ['client_disconnected']);
+  });
+
+  it('cancelAt judges the cancel at the instant given, not at the clock of the call', () => {
+    const now = Date.now();
+    const late = withDeadline(background(), now - 5);
+    cancelAt(late, 'shutdown', now - 10);
+    assert.equal(late.cause?.code, 'shutdown');
+    const expired = withDeadline(background(), now - 5);
+    cancelAt(expired, 'shutdown', now);
+    assert.equal(expired.cause?.code, 'deadline_exceeded');
   });
 
   it('a child cancelled first keeps its own cause when the parent ends later', () => {

@@ -173,11 +173,12 @@ class Node implements CancelableContext {
     return callbacks instanceof Set && callbacks.delete(fn);
   }
 
-  cancel(cause?: CauseInput): void {
+  /** `now`, when given, is the instant the cancel is judged at (see cancelAt). */
+  cancel(cause?: CauseInput, now?: number): void {
     // Roots (background, withoutCancel) never end; they are not handed out as cancelable anyway.
     if (this.parent === undefined || this.#end !== undefined) return;
     // One reading of the clock serves the check and the time of the end.
-    const now = Date.now();
+    now ??= Date.now();
     if (this.#settle(now) !== undefined) return;
     this.#finish(cause === undefined ? CANCELLED : toCause(cause), now);
   }
@@ -318,6 +319,16 @@ export function newContext(parent: Context, deadline?: number, traceId?: string)
     effective = parentDeadline;
   }
   return new Node(node, effective, traceId ?? (node === BACKGROUND ? activeTraceId() : undefined));
+}
+
+/**
+ * Cancels `ctx` as of `at` (epoch ms, not later than now): a deadline that had not passed by then
+ * loses to `cause`. For a decision judged at one instant, such as shedding a request on arrival.
+ * @internal For ctxflow's adapters.
+ */
+export function cancelAt(ctx: CancelableContext, cause: CauseInput, at: number): void {
+  if (ctx instanceof Node) ctx.cancel(cause, at);
+  else ctx.cancel(cause);
 }
 
 /** A child of `parent` that ends when cancelled or when the parent ends. */

@@ -34,6 +34,8 @@ export interface InboundCall {
   readonly otelContext: OtelContext;
   /** The cause to use when the caller goes away: `upstream_cancelled` from a ctxflow hop, else `client_disconnected`. */
   readonly callerGoneCause: CauseCode;
+  /** The clock (epoch ms) the deadline was computed at: the budget on arrival is `deadline - arrivedAt`. */
+  readonly arrivedAt: number;
 }
 
 /**
@@ -69,6 +71,7 @@ export function acceptInbound(
     ctx,
     otelContext: setContext(otelContext, ctx),
     callerGoneCause: trusted && sent !== undefined ? 'upstream_cancelled' : 'client_disconnected',
+    arrivedAt: now,
   };
 }
 

@@ -25,6 +25,7 @@ export {
   TIMEOUT_HEADER,
   type WireOptions,
 } from './codec.ts';
+export { cancelAt } from './context.ts';
 export { errorFor } from './errors.ts';
 export { addPlainListener } from './events.ts';
 export {

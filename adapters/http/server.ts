@@ -13,6 +13,7 @@ import {
   addPlainListener,
   CANCEL_REASON_HEADER,
   type CauseSource,
+  cancelAt,
   checkForeignHeaders,
   countEnded,
   countShed,
@@ -115,9 +116,11 @@ export function requestContexts(
     let budget: number | undefined;
     const untrace = traceInbound(span, ctx);
     if (ctx.deadline !== undefined) {
-      budget = ctx.remaining();
+      // Judged on arrival, so that the answer depends on the request alone, not on a busy moment
+      // since: an expired budget ends as deadline_exceeded, a small one with SHED.
+      budget = Math.max(0, ctx.deadline - call.arrivedAt);
       if (budget < minBudgetMs) {
-        ctx.cancel(SHED);
+        cancelAt(ctx, SHED, call.arrivedAt);
         reply(res, ctx.error as ContextDoneError);
         recordArrival(HTTP, budget);
         countShed(HTTP);
