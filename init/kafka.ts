@@ -18,6 +18,7 @@ import type {
   Producer,
   ProducerBatch,
   ProducerRecord,
+  RecordMetadata,
 } from 'kafkajs';
 import { ATTR_OUTCOME, DEAD_LETTER_AT_HEADER, deadLetterHeaders } from '../adapters/kafka/consumer.ts';
 import { contextHeaders, headersGetter, MANAGED } from '../adapters/kafka/headers.ts';
@@ -117,30 +118,33 @@ export class KafkaContextInstrumentation extends InstrumentationBase<Instrumenta
     const headers = () => contextHeaders(current(), { reserveMs: this.getConfig().reserveMs });
     // A producer an adapter wraps carries the context already (`manage()` marks it after creation).
     const passThrough = () => !this.isEnabled() || producer[MANAGED] === true;
-    producer.send = function ctxflowSend(record: ProducerRecord) {
-      if (passThrough()) return send.call(this, record);
+    // Under a context that has ended nothing is sent, as with every other client.
+    const sendWithHeaders = <T>(
+      original: (arg: T) => Promise<RecordMetadata[]>,
+      target: Producer,
+      arg: T,
+      addHeaders: (arg: T, ours: IHeaders) => T,
+    ): Promise<RecordMetadata[]> => {
+      if (passThrough()) return original.call(target, arg);
       let ours: IHeaders;
       try {
         ours = headers();
       } catch (error) {
-        // Sent under a context that has ended: nothing is sent, as with every other client.
         return Promise.reject(error);
       }
-      return send.call(this, { ...record, messages: withHeaders(record.messages, ours) });
+      return original.call(target, addHeaders(arg, ours));
     };
-    producer.sendBatch = function ctxflowSendBatch(batch: ProducerBatch) {
-      if (passThrough()) return sendBatch.call(this, batch);
-      let ours: IHeaders;
-      try {
-        ours = headers();
-      } catch (error) {
-        return Promise.reject(error);
-      }
-      const topicMessages = batch.topicMessages?.map((t) => ({
-        ...t,
-        messages: withHeaders(t.messages, ours),
+    producer.send = function ctxflowSend(this: Producer, record: ProducerRecord) {
+      return sendWithHeaders(send, this, record, (r, ours) => ({
+        ...r,
+        messages: withHeaders(r.messages, ours),
       }));
-      return sendBatch.call(this, { ...batch, topicMessages });
+    };
+    producer.sendBatch = function ctxflowSendBatch(this: Producer, batch: ProducerBatch) {
+      return sendWithHeaders(sendBatch, this, batch, (b, ours) => ({
+        ...b,
+        topicMessages: b.topicMessages?.map((t) => ({ ...t, messages: withHeaders(t.messages, ours) })),
+      }));
     };
   }
 

@@ -157,6 +157,17 @@ interface Running {
 
 type Outcome = 'handled' | 'skipped' | 'dead-lettered';
 
+/** One message to handle, as kafkajs delivered it. */
+interface Delivery {
+  readonly handler: MessageHandler;
+  readonly topic: string;
+  readonly partition: number;
+  readonly message: KafkaMessage;
+  readonly heartbeat: () => Promise<void>;
+  /** The batch it came in, under eachBatch. */
+  readonly batch: Batch | undefined;
+}
+
 const REBALANCE_ERRORS = new Set(['REBALANCE_IN_PROGRESS', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID']);
 // A proxy: it takes up the real tracer whenever a tracing SDK registers one.
 const tracer = trace.getTracer('ctxflow/kafka');
@@ -291,36 +302,21 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     return 'dead-lettered';
   }
 
-  async function handle(
-    handler: MessageHandler,
-    topic: string,
-    partition: number,
-    message: KafkaMessage,
-    heartbeat: () => Promise<void>,
-    batch: Batch | undefined,
-  ): Promise<Outcome> {
-    if (coordinator === undefined)
-      return handleAdmitted(handler, topic, partition, message, heartbeat, batch);
+  async function handle(delivery: Delivery): Promise<Outcome> {
+    if (coordinator === undefined) return handleAdmitted(delivery);
     // A message not started before the shutdown began is left to the partition's next owner.
     const admitted = coordinator.admit(background());
     if (admitted === undefined) throw new Redeliver('shutting down');
     try {
-      return await handleAdmitted(handler, topic, partition, message, heartbeat, batch, admitted.ctx);
+      return await handleAdmitted(delivery, admitted.ctx);
     } finally {
       admitted.end();
     }
   }
 
   /** Handles one message; `admission`'s end (the shutdown's grace running out) stops its handler for redelivery. */
-  async function handleAdmitted(
-    handler: MessageHandler,
-    topic: string,
-    partition: number,
-    message: KafkaMessage,
-    heartbeat: () => Promise<void>,
-    batch: Batch | undefined,
-    admission?: Context,
-  ): Promise<Outcome> {
+  async function handleAdmitted(delivery: Delivery, admission?: Context): Promise<Outcome> {
+    const { handler, topic, partition, message, heartbeat, batch } = delivery;
     const headers = message.headers ?? {};
     const requestId = decodeRequestId(headersGetter.get(headers, REQUEST_ID_HEADER));
     // In eachBatch the active context is kafkajs instrumentation's receive span, not the message's.
@@ -417,7 +413,7 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
       return inner.run({
         ...rest,
         eachMessage: async ({ topic, partition, message, heartbeat }) => {
-          await handle(eachMessage, topic, partition, message, heartbeat, undefined);
+          await handle({ handler: eachMessage, topic, partition, message, heartbeat, batch: undefined });
         },
       });
     }
@@ -435,7 +431,14 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
       }) => {
         for (const message of batch.messages) {
           if (!isRunning() || isStale()) return;
-          await handle(perMessage, batch.topic, batch.partition, message, heartbeat, batch);
+          await handle({
+            handler: perMessage,
+            topic: batch.topic,
+            partition: batch.partition,
+            message,
+            heartbeat,
+            batch,
+          });
           resolveOffset(message.offset);
           await commitOffsetsIfNecessary();
           await heartbeat();
