@@ -18,6 +18,7 @@ if (availableParallelism() >= 2 && spawnSync('taskset', ['-V']).status === 0) {
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const CALLS = Number(process.env.BENCH_CALLS ?? 20_000);
 const REQUEST = Buffer.from('{"n":1}');
+const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 
 const implementation = {
   unary(call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) {
@@ -32,7 +33,13 @@ interface Config {
   service: grpc.UntypedServiceImplementation;
   client: grpc.ClientOptions;
   /** How each call is made: plain, with a deadline option, plus ctx-timeout by hand, or under a 5 s context. */
-  call: 'plain' | 'deadline' | 'deadline+metadata' | 'context';
+  call:
+    | 'plain'
+    | 'deadline'
+    | 'deadline+metadata'
+    | 'deadline+metadata+traceparent'
+    | 'timeouts-by-hand'
+    | 'context';
 }
 
 const plain = implementation as unknown as grpc.UntypedServiceImplementation;
@@ -48,6 +55,27 @@ const CONFIGS: Config[] = [
     service: plain,
     client: {},
     call: 'deadline+metadata',
+  },
+  {
+    label: '+ deadline, ctx-timeout and traceparent by hand',
+    server: {},
+    service: plain,
+    client: {},
+    call: 'deadline+metadata+traceparent',
+  },
+  {
+    label: 'a caller context (withTimeout + run), plain call',
+    server: {},
+    service: plain,
+    client: {},
+    call: 'context',
+  },
+  {
+    label: '+ grpc-timeout and ctx-timeout by hand, no deadline option',
+    server: {},
+    service: plain,
+    client: {},
+    call: 'timeouts-by-hand',
   },
   { label: 'client: ctxflow', server: {}, service: plain, client: clientOptions(), call: 'context' },
   {
@@ -130,10 +158,11 @@ function call({ config, client }: Setup): Promise<void> {
         );
         return;
       }
-      const options = config.call === 'plain' ? {} : { deadline: Date.now() + 5000 };
-      if (config.call === 'deadline+metadata') {
-        metadata.set('ctx-timeout', '4995');
-      }
+      const options =
+        config.call === 'plain' || config.call === 'timeouts-by-hand' ? {} : { deadline: Date.now() + 5000 };
+      if (config.call !== 'plain' && config.call !== 'deadline') metadata.set('ctx-timeout', '4995');
+      if (config.call === 'deadline+metadata+traceparent') metadata.set('traceparent', TRACEPARENT);
+      if (config.call === 'timeouts-by-hand') metadata.set('grpc-timeout', '4995m');
       client.unary(REQUEST, metadata, options, done);
     });
   });
