@@ -5,7 +5,8 @@
 //            under a fresh 5 s context)
 //   alone    ctxflow as above without OpenTelemetry's SDK
 // and, when BENCH_VARIANTS names them, deadline: OTel + a 5 s `deadline` call option set by hand;
-// intercepted: alone with serverInterceptor() in front of wrapService() on the server.
+// intercepted: alone with serverInterceptor() in front of wrapService() on the server; headers:
+// bare sending by hand what alone sends (a deadline option, ctx-timeout, a fresh traceparent).
 // Each variant has a server process and a load-generator process (a closed loop of
 // BENCH_CONCURRENCY calls, each from ROOT_CONTEXT). With taskset and 2+ cores the load generators
 // (and this process) run on core 0 and the servers on core 1. Variants are interleaved (bare, otel,
@@ -36,6 +37,7 @@ const LABELS: Record<Variant, string> = {
   ctxflow: 'grpc-js + OTel + ctxflow',
   alone: 'grpc-js + ctxflow',
   intercepted: 'grpc-js + ctxflow, interceptor',
+  headers: 'grpc-js + headers by hand',
 };
 
 const node = process.execPath;
@@ -263,13 +265,15 @@ try {
   compare('alone', 'intercepted');
   compare('deadline', 'otel');
   compare('ctxflow', 'deadline');
+  compare('headers', 'bare');
+  compare('alone', 'headers');
   rows.push(spans.join('; '));
 
   rows.push('');
   rows.push(
     `cancellation latency, client cancel → server handler notified (${CANCEL_TRIALS} sequential calls):`,
   );
-  for (const variant of VARIANTS.filter((v) => v !== 'deadline')) {
+  for (const variant of VARIANTS.filter((v) => v !== 'deadline' && v !== 'headers')) {
     const r = await cancelLatency(pairs.get(variant) as Pair);
     const how = WITH_CTXFLOW.includes(variant)
       ? 'ctx.cancel() → current().signal abort'

@@ -22,6 +22,12 @@ type Client = InstanceType<typeof BenchClient> & {
     options: grpc.CallOptions,
     callback: (error: grpc.ServiceError | null, response?: Buffer) => void,
   ): grpc.ClientUnaryCall;
+  unary(
+    request: Buffer,
+    metadata: grpc.Metadata,
+    options: grpc.CallOptions,
+    callback: (error: grpc.ServiceError | null, response?: Buffer) => void,
+  ): grpc.ClientUnaryCall;
   hang(request: Buffer): grpc.ClientReadableStream<Buffer>;
 };
 let client: Client;
@@ -29,11 +35,28 @@ let client: Client;
 const REQUEST = Buffer.from('{"n":1}');
 const NO_OPTIONS: grpc.CallOptions = {};
 
+let sent = 0;
+/** A traceparent unique to each call, as an edge's would be. */
+function traceparent(): string {
+  const id = (++sent).toString(16);
+  return `00-${id.padStart(32, '0')}-${id.padStart(16, '0')}-01`;
+}
+
 function call(): Promise<void> {
   return new Promise((resolve, reject) => {
     otel.with(ROOT_CONTEXT, () => {
       if (variant === 'deadline') {
         client.unary(REQUEST, { deadline: Date.now() + 5000 }, (error) =>
+          error ? reject(error) : resolve(),
+        );
+        return;
+      }
+      if (variant === 'headers') {
+        // What ctxflow sends, by hand: the deadline (grpc-timeout), ctx-timeout and a traceparent.
+        const metadata = new grpc.Metadata();
+        metadata.set('ctx-timeout', '4995');
+        metadata.set('traceparent', traceparent());
+        client.unary(REQUEST, metadata, { deadline: Date.now() + 4995 }, (error) =>
           error ? reject(error) : resolve(),
         );
         return;

@@ -25,9 +25,10 @@ export const benchService = {
  * bare: grpc-js alone; otel: + OpenTelemetry; ctxflow: + OTel + ctxflow; alone: ctxflow without
  * OpenTelemetry's SDK; intercepted: as alone, with serverInterceptor() in front of wrapService();
  * deadline: + OTel + a deadline set by hand on each call (what ctxflow's cost compares with when
- * budgets matter). The last two are not run unless asked for.
+ * budgets matter); headers: grpc-js alone sending by hand what ctxflow sends (a deadline option,
+ * ctx-timeout and a fresh traceparent per call). The last three are not run unless asked for.
  */
-export type Variant = 'bare' | 'otel' | 'ctxflow' | 'alone' | 'intercepted' | 'deadline';
+export type Variant = 'bare' | 'otel' | 'ctxflow' | 'alone' | 'intercepted' | 'deadline' | 'headers';
 export const ALL_VARIANTS: readonly Variant[] = [
   'bare',
   'otel',
@@ -35,6 +36,7 @@ export const ALL_VARIANTS: readonly Variant[] = [
   'alone',
   'intercepted',
   'deadline',
+  'headers',
 ];
 /** Variants that load OpenTelemetry's SDK. */
 export const TRACED: readonly Variant[] = ['otel', 'ctxflow', 'deadline'];
