@@ -3,10 +3,13 @@
 //   b  + OpenTelemetry http/express/undici instrumentation (NodeSDK, spans batched then dropped)
 //   c  + ctxflow (deadlines() and errorHandler(), ctxflow fetch, DeadlinePropagator composed with W3C)
 //   d  ctxflow as in c without OpenTelemetry's SDK
+// and, when BENCH_VARIANTS names it, e: a with A sending by hand what d sends (ctx-timeout and a
+// fresh traceparent on each fetch).
 // A and B run as child processes; autocannon runs here. With taskset and 2+ cores this process is
 // pinned to core 0 and the servers to core 1. Variants are interleaved (a, b, c, a, b, c, ...);
 // medians and spread are reported, then the cancellation latency over three hops.
-// Environment: BENCH_ROUNDS (default 5), BENCH_SECONDS (default 5), BENCH_CONNECTIONS (default 10).
+// Environment: BENCH_ROUNDS (default 5), BENCH_SECONDS (default 5), BENCH_CONNECTIONS (default 10),
+// BENCH_VARIANTS (comma-separated; default a,b,c,d).
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { type ChainRun, chainMedians, chainTableHeader, measureChain } from './support/chain.ts';
@@ -16,13 +19,17 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const WARMUP_SECONDS = 1.5;
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
-const VARIANTS = ['a', 'b', 'c', 'd'] as const;
-type Variant = (typeof VARIANTS)[number];
+const ALL_VARIANTS = ['a', 'b', 'c', 'd', 'e'] as const;
+type Variant = (typeof ALL_VARIANTS)[number];
+const VARIANTS = ALL_VARIANTS.filter((variant) =>
+  (process.env.BENCH_VARIANTS ?? 'a,b,c,d').split(',').includes(variant),
+);
 const LABELS: Record<Variant, string> = {
   a: 'a bare',
   b: 'b OTel',
   c: 'c OTel+ctxflow',
   d: 'd ctxflow alone',
+  e: 'e headers by hand',
 };
 
 const node = process.execPath;
@@ -41,6 +48,7 @@ function startVariantServer(variant: Variant, role: 'A' | 'B', next?: string): P
     {
       BENCH_ROLE: role,
       BENCH_CTXFLOW: variant === 'c' || variant === 'd' ? '1' : '0',
+      BENCH_HEADERS: variant === 'e' ? '1' : '0',
       ...(next === undefined ? {} : { BENCH_NEXT: next }),
     },
     `${variant}/${role}`,
@@ -76,7 +84,7 @@ try {
       runs.get(variant)?.push(await measureChain(LABELS[variant], a, b, HOW));
     }
   }
-  for (const variant of ['b', 'c'] as const) {
+  for (const variant of VARIANTS.filter((v) => v === 'b' || v === 'c')) {
     const [a, b] = servers.get(variant) as [Server, Server];
     const spans = [await spanCount(a), await spanCount(b)];
     if (spans.some((count) => count === 0))
@@ -90,16 +98,13 @@ try {
     medians.set(variant, m);
     rows.push(row);
   }
-  const ma = medians.get('a') as ChainRun;
-  const mb = medians.get('b') as ChainRun;
   const ratio = (x: number, y: number) => (x / y).toFixed(2);
   rows.push('');
-  rows.push(
-    `ratios of medians: b/a req/s ${ratio(mb.rps, ma.rps)}, CPU/req ${ratio(mb.cpuUsPerRequest, ma.cpuUsPerRequest)}`,
-  );
+  rows.push('ratios of medians:');
   const compare = (name: Variant, base: Variant) => {
-    const x = medians.get(name) as ChainRun;
-    const y = medians.get(base) as ChainRun;
+    const x = medians.get(name);
+    const y = medians.get(base);
+    if (x === undefined || y === undefined) return;
     const perRound = (runs.get(name) as ChainRun[]).map((run, i) =>
       ratio(run.rps, ((runs.get(base) as ChainRun[])[i] as ChainRun).rps),
     );
@@ -109,8 +114,11 @@ try {
         `(${(x.cpuUsPerRequest - y.cpuUsPerRequest).toFixed(0)} us, two hops)`,
     );
   };
+  compare('b', 'a');
   compare('c', 'b');
   compare('d', 'a');
+  compare('e', 'a');
+  compare('d', 'e');
 
   for (const [, [a, b]] of servers) {
     a.child.disconnect();

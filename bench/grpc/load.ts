@@ -9,6 +9,7 @@ import { context as otel, ROOT_CONTEXT } from '@opentelemetry/api';
 import { background, run, withCancel, withTimeout } from 'ctxflow';
 import { clientOptions } from 'ctxflow/grpc';
 import { cpuSeconds, machineBusySeconds } from '../support/stats.ts';
+import { traceparent } from '../support/traceparent.ts';
 import { benchService, type Variant, WITH_CTXFLOW } from './service.ts';
 
 const variant = (process.env.BENCH_VARIANT ?? 'bare') as Variant;
@@ -34,13 +35,6 @@ let client: Client;
 
 const REQUEST = Buffer.from('{"n":1}');
 const NO_OPTIONS: grpc.CallOptions = {};
-
-let sent = 0;
-/** A traceparent unique to each call, as an edge's would be. */
-function traceparent(): string {
-  const id = (++sent).toString(16);
-  return `00-${id.padStart(32, '0')}-${id.padStart(16, '0')}-01`;
-}
 
 function call(): Promise<void> {
   return new Promise((resolve, reject) => {

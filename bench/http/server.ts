@@ -1,14 +1,22 @@
 // One hop of the bench chain, in its own process. BENCH_ROLE=A calls BENCH_NEXT; BENCH_ROLE=B answers.
-// BENCH_CTXFLOW=1 adds the ctxflow middleware and fetch. Reports its port over IPC when listening.
+// BENCH_CTXFLOW=1 adds the ctxflow middleware and fetch; BENCH_HEADERS=1 has A send by hand what
+// ctxflow's fetch sends (ctx-timeout and a fresh traceparent). Reports its port over IPC when listening.
 import type { AddressInfo } from 'node:net';
 import { deadlines, errorHandler } from 'ctxflow/express';
 import { fetch as ctxFetch } from 'ctxflow/fetch';
 import express from 'express';
+import { traceparent } from '../support/traceparent.ts';
 
 const role = process.env.BENCH_ROLE ?? 'B';
 const next = process.env.BENCH_NEXT;
 const withCtxflow = process.env.BENCH_CTXFLOW === '1';
-const send = withCtxflow ? ctxFetch : globalThis.fetch;
+const byHand = process.env.BENCH_HEADERS === '1';
+
+const send: (url: string) => Promise<Response> = withCtxflow
+  ? ctxFetch
+  : byHand
+    ? (url) => globalThis.fetch(url, { headers: { 'ctx-timeout': '9995', traceparent: traceparent() } })
+    : globalThis.fetch;
 
 const app = express();
 app.disable('x-powered-by');
