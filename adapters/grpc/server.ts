@@ -16,6 +16,7 @@ import {
   countEnded,
   countShed,
   hopAttributes,
+  type InboundCall,
   type InboundOptions,
   recordArrival,
 } from '../../sdk/wire.ts';
@@ -62,6 +63,41 @@ type WithState = Metadata & { [CALL_STATE]?: ServerCall };
 
 export function stateOf(metadata: Metadata | undefined): ServerCall | undefined {
   return metadata === undefined || metadata === null ? undefined : (metadata as WithState)[CALL_STATE];
+}
+
+/**
+ * Builds an inbound call's context from its metadata and its grpc-timeout, and records its budget
+ * on arrival: the start shared by `serverInterceptor` and `wrapService`.
+ */
+export function acceptCall(
+  metadata: Metadata,
+  options: InboundOptions,
+  transportDeadline: number | undefined,
+  attributes: Attributes,
+): InboundCall {
+  const inbound = acceptInbound(metadata, metadataGetter, options, transportDeadline);
+  const ctx = inbound.ctx;
+  recordArrival(attributes, ctx.deadline === undefined ? undefined : ctx.remaining());
+  return inbound;
+}
+
+/**
+ * True when the context's deadline is its own, earlier than the transport's (grpc-timeout) beyond
+ * the clock's tick: only then must ctxflow end the call, since grpc-js's timer ends it otherwise.
+ */
+export function endsBeforeTransport(ctx: Context, transportDeadline: number | undefined): boolean {
+  const deadline = ctx.deadline;
+  return (
+    deadline !== undefined &&
+    (transportDeadline === undefined || deadline < transportDeadline - NEAR_DEADLINE_MS)
+  );
+}
+
+/** The status that sheds a call whose budget is spent before its handler would start (counted), or undefined. */
+export function shedStatus(ctx: Context, attributes: Attributes): StatusObject | undefined {
+  if (ctx.cause === undefined) return undefined;
+  countShed(attributes);
+  return contextStatus(ctx.error as ContextDoneError);
 }
 
 /** Puts a live call's state on its request metadata, where `stateOf` and `contextOf` find it. */
@@ -118,13 +154,14 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
       start(startNext) {
         const listener: ServerListener = {
           onReceiveMetadata(metadata, metadataNext) {
+            const attributes = hopAttributes('grpc', method.path);
             const transportDeadline = epochMs(call.getDeadline());
-            const inbound = acceptInbound(metadata, metadataGetter, options, transportDeadline);
+            const inbound = acceptCall(metadata, options, transportDeadline, attributes);
             const ctx = inbound.ctx;
             const callState: ServerCall = {
               ctx,
               otelContext: inbound.otelContext,
-              attributes: hopAttributes('grpc', method.path),
+              attributes,
               finished: false,
               responded: false,
               bound: false,
@@ -132,24 +169,17 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
               untrace: noop,
             };
             state = callState;
-            recordArrival(callState.attributes, ctx.deadline === undefined ? undefined : ctx.remaining());
-            const shed = ctx.cause;
+            const shed = shedStatus(ctx, attributes);
             if (shed !== undefined) {
-              // The budget is spent before the handler would start.
-              countShed(callState.attributes);
               finish(callState);
-              call.sendStatus(contextStatus(ctx.error as ContextDoneError));
+              call.sendStatus(shed);
               return;
             }
             attachState(metadata, callState);
             // A deadline of ours ends the call with its reason. When it is the transport's own
             // (give or take the clock's tick), grpc-js's deadline timer ends the call already and
             // onCancel ends the context: no timer of ours until the handler observes the context.
-            const deadline = ctx.deadline;
-            if (
-              deadline !== undefined &&
-              (transportDeadline === undefined || deadline < transportDeadline - NEAR_DEADLINE_MS)
-            ) {
+            if (endsBeforeTransport(ctx, transportDeadline)) {
               callState.unlink = ctx.onDone((error) => {
                 if (callState.finished || callState.responded) return;
                 intercepting.sendStatus(contextStatus(error));

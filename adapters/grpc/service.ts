@@ -7,28 +7,26 @@ import { type Attributes, context as otel, trace } from '@opentelemetry/api';
 import type { CauseCode } from '../../sdk/index.ts';
 import { ContextDoneError, run } from '../../sdk/index.ts';
 import {
-  acceptInbound,
   addPlainListener,
   checkForeignHeaders,
   countEnded,
-  countShed,
   hopAttributes,
+  type InboundCall,
   type InboundOptions,
-  recordArrival,
   traceInbound,
 } from '../../sdk/wire.ts';
 import type { GrpcContextError } from './errors.ts';
+import { contextStatus, epochMs, isContextStatus, nearDeadline, noop, Status } from './metadata.ts';
 import {
-  contextStatus,
-  epochMs,
-  isContextStatus,
-  metadataGetter,
-  NEAR_DEADLINE_MS,
-  nearDeadline,
-  noop,
-  Status,
-} from './metadata.ts';
-import { attachState, type ServerCall, type StatusLike, settleStatus, stateOf } from './server.ts';
+  acceptCall,
+  attachState,
+  endsBeforeTransport,
+  type ServerCall,
+  type StatusLike,
+  settleStatus,
+  shedStatus,
+  stateOf,
+} from './server.ts';
 
 type Handler = (this: unknown, call: HandlerCall, callback?: UnaryCallback) => unknown;
 type UnaryCallback = (error: unknown, value?: unknown, trailer?: Metadata, flags?: number) => void;
@@ -164,7 +162,7 @@ class DirectCall implements ServerCall {
   unlink: () => void = noop;
   untrace: () => void = noop;
 
-  constructor(call: ReturnType<typeof acceptInbound>, method: Method) {
+  constructor(call: InboundCall, method: Method) {
     this.ctx = call.ctx;
     this.otelContext = call.otelContext;
     this.attributes = method.attributes;
@@ -213,16 +211,12 @@ function serve(
   method: Method,
 ): void {
   const transportDeadline = epochMs((call.getDeadline as () => grpc.Deadline)());
-  const inbound = acceptInbound(call.metadata, metadataGetter, method.inbound, transportDeadline);
+  const inbound = acceptCall(call.metadata, method.inbound, transportDeadline, method.attributes);
   const ctx = inbound.ctx;
-  recordArrival(method.attributes, ctx.deadline === undefined ? undefined : ctx.remaining());
-  const shed = ctx.cause;
+  const shed = shedStatus(ctx, method.attributes);
   if (shed !== undefined) {
-    // The budget is spent before the handler would start.
-    countShed(method.attributes);
-    const status = contextStatus(ctx.error as ContextDoneError);
-    if (callback !== undefined) callback(status);
-    else call.emit('error', status);
+    if (callback !== undefined) callback(shed);
+    else call.emit('error', shed);
     return;
   }
   const live = new DirectCall(inbound, method);
@@ -237,12 +231,7 @@ function serve(
   otel.with(live.otelContext, start, undefined, handler, self, call, callback, live);
   // A deadline of ours ends the call with its reason. When it is the transport's own (give or
   // take the clock's tick), grpc-js's deadline timer ends the call and 'cancelled' the context.
-  const deadline = ctx.deadline;
-  if (
-    !live.finished &&
-    deadline !== undefined &&
-    (transportDeadline === undefined || deadline < transportDeadline - NEAR_DEADLINE_MS)
-  ) {
+  if (!live.finished && endsBeforeTransport(ctx, transportDeadline)) {
     live.unlink = ctx.onDone((error) => {
       if (!live.finished) live.end(contextStatus(error));
     });
