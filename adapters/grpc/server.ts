@@ -76,8 +76,8 @@ export function acceptCall(
   attributes: Attributes,
 ): InboundCall {
   const inbound = acceptInbound(metadata, metadataGetter, options, transportDeadline);
-  const ctx = inbound.ctx;
-  recordArrival(attributes, ctx.deadline === undefined ? undefined : ctx.remaining());
+  const deadline = inbound.ctx.deadline;
+  recordArrival(attributes, deadline === undefined ? undefined : Math.max(0, deadline - inbound.arrivedAt));
   return inbound;
 }
 
