@@ -16,12 +16,17 @@ import {
   type TextMapSetter,
   trace,
 } from '@opentelemetry/api';
-import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } from '@opentelemetry/core';
+import { CompositePropagator, W3CBaggagePropagator } from '@opentelemetry/core';
 import type { Instrumentation } from '@opentelemetry/instrumentation';
 import type { NodeSDK, NodeSDKConfiguration } from '@opentelemetry/sdk-node';
 import type { Sampler, SpanProcessor } from '@opentelemetry/sdk-trace';
 import { DeadlinePropagator, getContext } from '../sdk/index.ts';
-import { ATTR_BUDGET_SENT, DEFAULT_RESERVE_MS, ensureContextManager } from '../sdk/wire.ts';
+import {
+  ATTR_BUDGET_SENT,
+  DEFAULT_RESERVE_MS,
+  ensureContextManager,
+  TraceContextPropagator,
+} from '../sdk/wire.ts';
 import { GrpcContextInstrumentation, type GrpcOptions } from './grpc.ts';
 import {
   type HttpClientOptions,
@@ -102,14 +107,13 @@ class TracedDeadlinePropagator extends DeadlinePropagator {
   }
 }
 
-/** W3C trace context, W3C baggage and ctxflow's deadline headers: the propagator `init()` registers. */
+/**
+ * W3C trace context (ctxflow's reader, equivalent to OpenTelemetry's without its regular
+ * expressions), W3C baggage and ctxflow's deadline headers: the propagator `init()` registers.
+ */
 export function defaultPropagator(): TextMapPropagator {
   return new CompositePropagator({
-    propagators: [
-      new W3CTraceContextPropagator(),
-      new W3CBaggagePropagator(),
-      new TracedDeadlinePropagator(),
-    ],
+    propagators: [new TraceContextPropagator(), new W3CBaggagePropagator(), new TracedDeadlinePropagator()],
   });
 }
 

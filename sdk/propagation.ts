@@ -9,7 +9,6 @@ import {
   TraceFlags,
   trace,
 } from '@opentelemetry/api';
-import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import {
   DEADLINE_HEADER,
   DEFAULT_RESERVE_MS,
@@ -22,6 +21,7 @@ import {
 } from './codec.ts';
 import { background, newContext } from './context.ts';
 import { ensureContextManager, getContext, setContext } from './scope.ts';
+import { TraceContextPropagator } from './traceparent.ts';
 
 /**
  * An OpenTelemetry TextMapPropagator for ctxflow's deadline headers. Compose it with the
@@ -72,7 +72,7 @@ export function injectDeadline<C>(
   if (options.sendDeadline) setter.set(carrier, DEADLINE_HEADER, encodeDeadline(deadline, reserve));
 }
 
-const w3c = new W3CTraceContextPropagator();
+const w3c = new TraceContextPropagator();
 
 /** True when a tracing SDK registered a propagator that writes `traceparent`. */
 function tracingPropagator(): boolean {

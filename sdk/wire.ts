@@ -62,6 +62,7 @@ export {
 } from './outbound.ts';
 export { ensureContextManager } from './scope.ts';
 export { httpFallbackCause, httpStatusFor } from './status.ts';
+export { TraceContextPropagator } from './traceparent.ts';
 export {
   ATTR_BUDGET_ARRIVAL,
   ATTR_BUDGET_SENT,
