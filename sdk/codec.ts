@@ -126,25 +126,37 @@ export function inboundDeadline(
   options: DecodeOptions = {},
   now = Date.now(),
 ): number | undefined {
+  if (timeout === undefined && deadline === undefined) return undefined;
   const max = options.maxInboundMs ?? DEFAULT_MAX_INBOUND_MS;
-  const fromTimeout = () => {
-    const ms = decodeTimeout(timeout);
-    return ms === undefined ? undefined : now + clamp(TIMEOUT_HEADER, ms, max);
-  };
-  const fromDeadline = () => {
-    if (options.ignoreInboundDeadline) return undefined;
-    const at = decodeDeadline(deadline);
-    return at === undefined ? undefined : now + clamp(DEADLINE_HEADER, at - now, max);
-  };
-  if (options.prefer !== 'deadline') return fromTimeout() ?? fromDeadline();
+  if (options.prefer !== 'deadline') {
+    return fromTimeout(timeout, now, max) ?? fromDeadline(deadline, options, now, max);
+  }
   // The absolute deadline counts queue time but trusts the sender's clock; the relative budget
   // is immune to skew but misses queue time. Take the absolute one, widened by the allowed skew,
   // and never beyond what the sender had left when it sent.
-  const absolute = fromDeadline();
-  const relative = fromTimeout();
+  const absolute = fromDeadline(deadline, options, now, max);
+  const relative = fromTimeout(timeout, now, max);
   if (absolute === undefined) return relative;
   const widened = absolute + Math.max(0, options.skewAllowanceMs ?? 0);
   return relative === undefined ? Math.min(widened, now + max) : Math.min(widened, relative);
+}
+
+/** The deadline `ctx-timeout` grants, capped at `max`. */
+function fromTimeout(timeout: HeaderValue, now: number, max: number): number | undefined {
+  const ms = decodeTimeout(timeout);
+  return ms === undefined ? undefined : now + clamp(TIMEOUT_HEADER, ms, max);
+}
+
+/** The deadline `ctx-deadline` grants, capped at `max`; undefined when the options ignore it. */
+function fromDeadline(
+  deadline: HeaderValue,
+  options: DecodeOptions,
+  now: number,
+  max: number,
+): number | undefined {
+  if (options.ignoreInboundDeadline) return undefined;
+  const at = decodeDeadline(deadline);
+  return at === undefined ? undefined : now + clamp(DEADLINE_HEADER, at - now, max);
 }
 
 const REQUEST_ID = /^[A-Za-z0-9_-]{1,64}$/;

@@ -4,7 +4,7 @@
  */
 import { subscribe } from 'node:diagnostics_channel';
 import { context as otel } from '@opentelemetry/api';
-import { type Context, type ContextDoneError, current, setContext } from '../../sdk/index.ts';
+import { background, type Context, type ContextDoneError, getContext, setContext } from '../../sdk/index.ts';
 import {
   CANCEL_REASON_HEADER,
   httpFallbackCause,
@@ -118,7 +118,9 @@ function listen(): void {
  */
 export async function fetch(input: string | URL | Request, init?: ContextRequestInit): Promise<Response> {
   listen();
-  const ctx = init?.ctx ?? current();
+  const active = otel.active();
+  const activeCtx = getContext(active) ?? background();
+  const ctx = init?.ctx ?? activeCtx;
   ctx.throwIfDone();
   let forwarded: RequestInit | undefined = init;
   let options = NO_OPTIONS;
@@ -140,8 +142,7 @@ export async function fetch(input: string | URL | Request, init?: ContextRequest
     callerSignal.addEventListener('abort', onCallerAbort);
     forwarded = { ...forwarded, signal: null };
   }
-  const active = otel.active();
-  const base = current() === ctx ? active : setContext(active, ctx);
+  const base = ctx === activeCtx ? active : setContext(active, ctx);
   try {
     const response = await otel.with(
       base.setValue(FETCH_CALL, call),
