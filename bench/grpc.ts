@@ -6,7 +6,8 @@
 //   alone    ctxflow as above without OpenTelemetry's SDK
 // and, when BENCH_VARIANTS names them, deadline: OTel + a 5 s `deadline` call option set by hand;
 // intercepted: alone with serverInterceptor() in front of wrapService() on the server; headers:
-// bare sending by hand what alone sends (a deadline option, ctx-timeout, a fresh traceparent).
+// bare sending by hand what alone sends (a deadline option, ctx-timeout, a fresh traceparent);
+// context: headers with each call in an OpenTelemetry context of its own on both sides.
 // Each variant has a server process and a load-generator process (a closed loop of
 // BENCH_CONCURRENCY calls, each from ROOT_CONTEXT). With taskset and 2+ cores the load generators
 // (and this process) run on core 0 and the servers on core 1. Variants are interleaved (bare, otel,
@@ -38,6 +39,7 @@ const LABELS: Record<Variant, string> = {
   alone: 'grpc-js + ctxflow',
   intercepted: 'grpc-js + ctxflow, interceptor',
   headers: 'grpc-js + headers by hand',
+  context: 'grpc-js + headers + a context',
 };
 
 const node = process.execPath;
@@ -267,13 +269,15 @@ try {
   compare('ctxflow', 'deadline');
   compare('headers', 'bare');
   compare('alone', 'headers');
+  compare('context', 'headers');
+  compare('alone', 'context');
   rows.push(spans.join('; '));
 
   rows.push('');
   rows.push(
     `cancellation latency, client cancel → server handler notified (${CANCEL_TRIALS} sequential calls):`,
   );
-  for (const variant of VARIANTS.filter((v) => v !== 'deadline' && v !== 'headers')) {
+  for (const variant of VARIANTS.filter((v) => v !== 'deadline' && v !== 'headers' && v !== 'context')) {
     const r = await cancelLatency(pairs.get(variant) as Pair);
     const how = WITH_CTXFLOW.includes(variant)
       ? 'ctx.cancel() → current().signal abort'

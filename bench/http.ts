@@ -3,8 +3,10 @@
 //   b  + OpenTelemetry http/express/undici instrumentation (NodeSDK, spans batched then dropped)
 //   c  + ctxflow (deadlines() and errorHandler(), ctxflow fetch, DeadlinePropagator composed with W3C)
 //   d  ctxflow as in c without OpenTelemetry's SDK
-// and, when BENCH_VARIANTS names it, e: a with A sending by hand what d sends (ctx-timeout and a
-// fresh traceparent on each fetch).
+// and, when BENCH_VARIANTS names them, e: a with A sending by hand what d sends (ctx-timeout and a
+// fresh traceparent on each fetch); f: e with each request run in an OpenTelemetry context of its
+// own (AsyncLocalStorage), the least any context propagation costs; g: d with A's fetch by hand as
+// in e (ctxflow's middleware on both hops, the global fetch).
 // A and B run as child processes; autocannon runs here. With taskset and 2+ cores this process is
 // pinned to core 0 and the servers to core 1. Variants are interleaved (a, b, c, a, b, c, ...);
 // medians and spread are reported, then the cancellation latency over three hops.
@@ -19,7 +21,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const WARMUP_SECONDS = 1.5;
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
-const ALL_VARIANTS = ['a', 'b', 'c', 'd', 'e'] as const;
+const ALL_VARIANTS = ['a', 'b', 'c', 'd', 'e', 'f', 'g'] as const;
 type Variant = (typeof ALL_VARIANTS)[number];
 const VARIANTS = ALL_VARIANTS.filter((variant) =>
   (process.env.BENCH_VARIANTS ?? 'a,b,c,d').split(',').includes(variant),
@@ -30,6 +32,8 @@ const LABELS: Record<Variant, string> = {
   c: 'c OTel+ctxflow',
   d: 'd ctxflow alone',
   e: 'e headers by hand',
+  f: 'f e + a context',
+  g: 'g d, fetch by hand',
 };
 
 const node = process.execPath;
@@ -47,8 +51,10 @@ function startVariantServer(variant: Variant, role: 'A' | 'B', next?: string): P
     args,
     {
       BENCH_ROLE: role,
-      BENCH_CTXFLOW: variant === 'c' || variant === 'd' ? '1' : '0',
-      BENCH_HEADERS: variant === 'e' ? '1' : '0',
+      BENCH_CTXFLOW: variant === 'c' || variant === 'd' || variant === 'g' ? '1' : '0',
+      BENCH_FETCH_BY_HAND: variant === 'g' ? '1' : '0',
+      BENCH_HEADERS: variant === 'e' || variant === 'f' || variant === 'g' ? '1' : '0',
+      BENCH_ALS: variant === 'f' ? '1' : '0',
       ...(next === undefined ? {} : { BENCH_NEXT: next }),
     },
     `${variant}/${role}`,
@@ -119,6 +125,10 @@ try {
   compare('d', 'a');
   compare('e', 'a');
   compare('d', 'e');
+  compare('f', 'e');
+  compare('d', 'f');
+  compare('g', 'f');
+  compare('d', 'g');
 
   for (const [, [a, b]] of servers) {
     a.child.disconnect();

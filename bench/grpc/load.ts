@@ -1,13 +1,15 @@
 // The load generator, one process per variant (BENCH_VARIANT, same preload as its server). On
 // {type:'run'}: a closed loop of BENCH_CONCURRENCY unary calls for the warm-up, then for the
 // measured window, each call started from ROOT_CONTEXT (with a 5 s deadline option for the
-// `deadline` variant, under a fresh 5 s context for `ctxflow`); replies with the count, latency quantiles and the server's CPU time over the window
+// `deadline` variant, the headers by hand for `headers` and `context` (in a context of its own for
+// `context`), under a fresh 5 s context for `ctxflow`); replies with the count, latency quantiles and the server's CPU time over the window
 // (from /proc/PID/stat). On {type:'cancel'}: sequential Hang calls, each cancelled once its first
 // message arrived; replies with when each cancel was issued.
 import * as grpc from '@grpc/grpc-js';
-import { context as otel, ROOT_CONTEXT } from '@opentelemetry/api';
+import { createContextKey, context as otel, ROOT_CONTEXT } from '@opentelemetry/api';
 import { background, run, withCancel, withTimeout } from 'ctxflow';
 import { clientOptions } from 'ctxflow/grpc';
+import { ensureContextManager } from 'ctxflow/wire';
 import { cpuSeconds, machineBusySeconds } from '../support/stats.ts';
 import { traceparent } from '../support/traceparent.ts';
 import { benchService, type Variant, WITH_CTXFLOW } from './service.ts';
@@ -34,6 +36,8 @@ type Client = InstanceType<typeof BenchClient> & {
 let client: Client;
 
 const REQUEST = Buffer.from('{"n":1}');
+const CALL_KEY = createContextKey('bench.call');
+if (variant === 'context') ensureContextManager();
 const NO_OPTIONS: grpc.CallOptions = {};
 
 function call(): Promise<void> {
@@ -45,14 +49,18 @@ function call(): Promise<void> {
         );
         return;
       }
-      if (variant === 'headers') {
+      if (variant === 'headers' || variant === 'context') {
         // What ctxflow sends, by hand: the deadline (grpc-timeout), ctx-timeout and a traceparent.
-        const metadata = new grpc.Metadata();
-        metadata.set('ctx-timeout', '4995');
-        metadata.set('traceparent', traceparent());
-        client.unary(REQUEST, metadata, { deadline: Date.now() + 4995 }, (error) =>
-          error ? reject(error) : resolve(),
-        );
+        const send = () => {
+          const metadata = new grpc.Metadata();
+          metadata.set('ctx-timeout', '4995');
+          metadata.set('traceparent', traceparent());
+          client.unary(REQUEST, metadata, { deadline: Date.now() + 4995 }, (error) =>
+            error ? reject(error) : resolve(),
+          );
+        };
+        if (variant === 'headers') send();
+        else otel.with(ROOT_CONTEXT.setValue(CALL_KEY, { at: Date.now() }), send);
         return;
       }
       if (!withCtxflow) {

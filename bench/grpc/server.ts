@@ -1,10 +1,13 @@
 // The bench server, one process per variant (BENCH_VARIANT): grpc-js alone, with OTel (preloaded
-// bench/grpc/otel.ts), or with ctxflow (wrapService; `intercepted`: serverInterceptor in front). Reports its
+// bench/grpc/otel.ts), or with ctxflow (wrapService; `intercepted`: serverInterceptor in front), or
+// with each handler in an OpenTelemetry context of its own (`context`). Reports its
 // port over IPC; for Hang calls, reports when the handler learnt of the cancellation
 // (process.hrtime, CLOCK_MONOTONIC: comparable across processes on one machine).
 import * as grpc from '@grpc/grpc-js';
+import { createContextKey, context as otel } from '@opentelemetry/api';
 import { current } from 'ctxflow';
 import { serverInterceptor, wrapService } from 'ctxflow/grpc';
+import { ensureContextManager } from 'ctxflow/wire';
 import { benchService, type Variant, WITH_CTXFLOW } from './service.ts';
 
 const variant = (process.env.BENCH_VARIANT ?? 'bare') as Variant;
@@ -30,10 +33,26 @@ const implementation = {
   },
 };
 
+const CALL_KEY = createContextKey('bench.call');
+if (variant === 'context') ensureContextManager();
+
+/** The implementation with each handler run in an OpenTelemetry context of its own (`context`). */
+function inContexts(impl: typeof implementation): typeof implementation {
+  const within =
+    <A extends unknown[]>(handler: (...args: A) => void) =>
+    (...args: A) =>
+      otel.with(otel.active().setValue(CALL_KEY, { at: Date.now() }), () => handler(...args));
+  return { unary: within(impl.unary), hang: within(impl.hang) };
+}
+
 const server = new grpc.Server(variant === 'intercepted' ? { interceptors: [serverInterceptor()] } : {});
 server.addService(
   benchService,
-  (withCtxflow ? wrapService(implementation) : implementation) as grpc.UntypedServiceImplementation,
+  (withCtxflow
+    ? wrapService(implementation)
+    : variant === 'context'
+      ? inContexts(implementation)
+      : implementation) as grpc.UntypedServiceImplementation,
 );
 server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (error, port) => {
   if (error) throw error;

@@ -26,9 +26,19 @@ export const benchService = {
  * OpenTelemetry's SDK; intercepted: as alone, with serverInterceptor() in front of wrapService();
  * deadline: + OTel + a deadline set by hand on each call (what ctxflow's cost compares with when
  * budgets matter); headers: grpc-js alone sending by hand what ctxflow sends (a deadline option,
- * ctx-timeout and a fresh traceparent per call). The last three are not run unless asked for.
+ * ctx-timeout and a fresh traceparent per call); context: headers with each call run in an
+ * OpenTelemetry context of its own (AsyncLocalStorage) on both sides, the least any context
+ * propagation costs. The last four are not run unless asked for.
  */
-export type Variant = 'bare' | 'otel' | 'ctxflow' | 'alone' | 'intercepted' | 'deadline' | 'headers';
+export type Variant =
+  | 'bare'
+  | 'otel'
+  | 'ctxflow'
+  | 'alone'
+  | 'intercepted'
+  | 'deadline'
+  | 'headers'
+  | 'context';
 export const ALL_VARIANTS: readonly Variant[] = [
   'bare',
   'otel',
@@ -37,6 +47,7 @@ export const ALL_VARIANTS: readonly Variant[] = [
   'intercepted',
   'deadline',
   'headers',
+  'context',
 ];
 /** Variants that load OpenTelemetry's SDK. */
 export const TRACED: readonly Variant[] = ['otel', 'ctxflow', 'deadline'];
