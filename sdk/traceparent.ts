@@ -116,7 +116,17 @@ function isHex(text: string, from: number, to: number, zeroAllowed: boolean, any
   return nonZero;
 }
 
-/** The whitespace `\s` matches in a regular expression, as far as a header can hold it. */
+/** The characters `\s` matches in a regular expression. */
 function isSpace(code: number): boolean {
-  return code === 0x20 || (code >= 0x09 && code <= 0x0d) || code === 0xa0 || code === 0xfeff;
+  if (code <= 0xa0) return code === 0x20 || (code >= 0x09 && code <= 0x0d) || code === 0xa0;
+  return (
+    code === 0x1680 ||
+    (code >= 0x2000 && code <= 0x200a) ||
+    code === 0x2028 ||
+    code === 0x2029 ||
+    code === 0x202f ||
+    code === 0x205f ||
+    code === 0x3000 ||
+    code === 0xfeff
+  );
 }
