@@ -243,7 +243,7 @@ export class KafkaContextInstrumentation extends InstrumentationBase<Instrumenta
   async #run<T>(topic: string, call: InboundCall, expired: boolean, handler: () => Promise<T>): Promise<T> {
     const ctx: CancelableContext = call.ctx;
     const attributes = hopAttributes('kafka', topic);
-    recordArrival(attributes, ctx.deadline === undefined ? undefined : ctx.remaining());
+    recordArrival(attributes, call.budgetMs);
     const span = trace.getSpan(otel.active());
     if (expired) span?.setAttribute(ATTR_OUTCOME, 'expired');
     const untrace = traceInbound(span, ctx);

@@ -34,8 +34,10 @@ export interface InboundCall {
   readonly otelContext: OtelContext;
   /** The cause to use when the caller goes away: `upstream_cancelled` from a ctxflow hop, else `client_disconnected`. */
   readonly callerGoneCause: CauseCode;
-  /** The clock (epoch ms) the deadline was computed at: the budget on arrival is `deadline - arrivedAt`. */
+  /** The clock (epoch ms) the deadline was computed at. */
   readonly arrivedAt: number;
+  /** The budget on arrival in milliseconds, `deadline - arrivedAt` (at least 0); undefined without a deadline. */
+  readonly budgetMs: number | undefined;
 }
 
 /**
@@ -72,6 +74,7 @@ export function acceptInbound(
     otelContext: setContext(otelContext, ctx),
     callerGoneCause: trusted && sent !== undefined ? 'upstream_cancelled' : 'client_disconnected',
     arrivedAt: now,
+    budgetMs: ctx.deadline === undefined ? undefined : Math.max(0, ctx.deadline - now),
   };
 }
 

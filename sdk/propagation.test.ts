@@ -60,6 +60,8 @@ describe('acceptInbound and startOutbound without a tracing SDK', () => {
     const inbound = acceptInbound({ traceparent: TRACEPARENT, 'ctx-timeout': '500' }, defaultTextMapGetter);
     assert.equal(inbound.ctx.traceId, '0af7651916cd43dd8448eb211c80319c');
     assert.equal(inbound.callerGoneCause, 'upstream_cancelled');
+    assert.equal(inbound.budgetMs, 500, 'the budget on arrival is what the caller sent');
+    assert.equal(acceptInbound({}, defaultTextMapGetter).budgetMs, undefined);
     const outbound: Record<string, string> = {};
     const unlink = otel.with(inbound.otelContext, () =>
       startOutbound(current(), outbound, defaultTextMapSetter, () => {}),

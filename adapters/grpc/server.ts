@@ -76,8 +76,7 @@ export function acceptCall(
   attributes: Attributes,
 ): InboundCall {
   const inbound = acceptInbound(metadata, metadataGetter, options, transportDeadline);
-  const deadline = inbound.ctx.deadline;
-  recordArrival(attributes, deadline === undefined ? undefined : Math.max(0, deadline - inbound.arrivedAt));
+  recordArrival(attributes, inbound.budgetMs);
   return inbound;
 }
 

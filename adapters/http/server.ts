@@ -113,19 +113,16 @@ export function requestContexts(
     const ctx = call.ctx;
     // The HTTP server span (instrumentation-http), not the span of a middleware (instrumentation-express).
     const span = getRPCMetadata(call.otelContext)?.span ?? trace.getSpan(call.otelContext);
-    let budget: number | undefined;
+    const budget = call.budgetMs;
     const untrace = traceInbound(span, ctx);
-    if (ctx.deadline !== undefined) {
-      // Judged on arrival, so that the answer depends on the request alone, not on a busy moment
-      // since: an expired budget ends as deadline_exceeded, a small one with SHED.
-      budget = Math.max(0, ctx.deadline - call.arrivedAt);
-      if (budget < minBudgetMs) {
-        cancelAt(ctx, SHED, call.arrivedAt);
-        reply(res, ctx.error as ContextDoneError);
-        recordArrival(HTTP, budget);
-        countShed(HTTP);
-        return undefined;
-      }
+    // Judged on arrival, so that the answer depends on the request alone, not on a busy moment
+    // since: an expired budget ends as deadline_exceeded, a small one with SHED.
+    if (budget !== undefined && budget < minBudgetMs) {
+      cancelAt(ctx, SHED, call.arrivedAt);
+      reply(res, ctx.error as ContextDoneError);
+      recordArrival(HTTP, budget);
+      countShed(HTTP);
+      return undefined;
     }
     (req as WithContext)[CONTEXT] = ctx;
     const callerGone = call.callerGoneCause;

@@ -329,7 +329,7 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     let otelContext = call.otelContext;
     let expired = false;
     const attributes = hopAttributes('kafka', topic);
-    recordArrival(attributes, ctx.deadline === undefined ? undefined : ctx.remaining());
+    recordArrival(attributes, call.budgetMs);
     // kafkajs instrumentation already runs eachMessage under a process span of its own: ours go
     // on it, and it ends it.
     const instrumented = batch === undefined && trace.getSpan(base) !== undefined;
