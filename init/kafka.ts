@@ -246,7 +246,7 @@ export class KafkaContextInstrumentation extends InstrumentationBase<Instrumenta
     recordArrival(attributes, call.budgetMs);
     const span = trace.getSpan(otel.active());
     if (expired) span?.setAttribute(ATTR_OUTCOME, 'expired');
-    const untrace = traceInbound(span, ctx);
+    const untrace = traceInbound(span, ctx, call.budgetMs);
     try {
       return await otel.with(call.otelContext, handler);
     } finally {

@@ -16,15 +16,16 @@ export const ATTR_CAUSE_MESSAGE = 'ctxflow.cause.message';
 export const EVENT_CONTEXT_END = 'ctxflow.context.end';
 
 /**
- * Records an inbound request's budget and deadline on its server or consumer span, and, when the
- * context ends before the span does, an end event with the cause and status ERROR. Returns a
- * function that stops watching (call it when the request is done).
+ * Records an inbound request's budget on arrival (`budgetMs`, as `acceptInbound` gives it) and
+ * deadline on its server or consumer span, and, when the context ends before the span does, an
+ * end event with the cause and status ERROR. Returns a function that stops watching (call it when
+ * the request is done).
  */
-export function traceInbound(span: Span | undefined, ctx: Context): () => void {
+export function traceInbound(span: Span | undefined, ctx: Context, budgetMs: number | undefined): () => void {
   if (span === undefined || !span.isRecording()) return noop;
   const deadline = ctx.deadline;
   if (deadline !== undefined) {
-    span.setAttribute(ATTR_BUDGET_ARRIVAL, Math.max(0, deadline - Date.now()));
+    if (budgetMs !== undefined) span.setAttribute(ATTR_BUDGET_ARRIVAL, budgetMs);
     span.setAttribute(ATTR_DEADLINE, deadline);
   }
   return ctx.onDone((error) => traceEnd(span, error));

@@ -41,6 +41,8 @@ export interface ServerInterceptorOptions extends InboundOptions {}
 export interface ServerCall {
   readonly ctx: CancelableContext;
   readonly otelContext: ReturnType<typeof otel.active>;
+  /** The budget on arrival (`acceptInbound`), for the server span. */
+  readonly budgetMs: number | undefined;
   /** The metric attributes of the call: transport and method. */
   readonly attributes: Attributes;
   /** A status was sent (or the call is gone): nothing more goes out. */
@@ -160,6 +162,7 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
             const callState: ServerCall = {
               ctx,
               otelContext: inbound.otelContext,
+              budgetMs: inbound.budgetMs,
               attributes,
               finished: false,
               responded: false,

@@ -123,7 +123,7 @@ function bindHandler(handler: Handler, self: unknown, options: WrapServiceOption
       // serverInterceptor() built the call's context already.
       state.bound = true;
       // The server span of instrumentation-grpc, when present, is active only from here on.
-      state.untrace = traceInbound(trace.getActiveSpan(), state.ctx);
+      state.untrace = traceInbound(trace.getActiveSpan(), state.ctx, state.budgetMs);
       run(state.ctx, () => handleCall(handler, self, call, callback, undefined));
       return;
     }
@@ -152,6 +152,7 @@ function methodFor(path: string, options: WrapServiceOptions): Method {
 class DirectCall implements ServerCall {
   readonly ctx: ServerCall['ctx'];
   readonly otelContext: ServerCall['otelContext'];
+  readonly budgetMs: number | undefined;
   readonly attributes: Attributes;
   readonly callerGone: CauseCode;
   /** Sends a status for the call: the handler's callback, or an `'error'` on its stream. */
@@ -165,6 +166,7 @@ class DirectCall implements ServerCall {
   constructor(call: InboundCall, method: Method) {
     this.ctx = call.ctx;
     this.otelContext = call.otelContext;
+    this.budgetMs = call.budgetMs;
     this.attributes = method.attributes;
     this.callerGone = method.callerGone;
   }
@@ -246,7 +248,7 @@ function start(
   callback: UnaryCallback | undefined,
   live: DirectCall,
 ): void {
-  live.untrace = traceInbound(trace.getActiveSpan(), live.ctx);
+  live.untrace = traceInbound(trace.getActiveSpan(), live.ctx, live.budgetMs);
   const push = call.push;
   if (typeof push === 'function') {
     // Request messages arrive from the transport's events: deliver them in the call's context.

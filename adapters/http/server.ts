@@ -114,7 +114,7 @@ export function requestContexts(
     // The HTTP server span (instrumentation-http), not the span of a middleware (instrumentation-express).
     const span = getRPCMetadata(call.otelContext)?.span ?? trace.getSpan(call.otelContext);
     const budget = call.budgetMs;
-    const untrace = traceInbound(span, ctx);
+    const untrace = traceInbound(span, ctx, budget);
     // Judged on arrival, so that the answer depends on the request alone, not on a busy moment
     // since: an expired budget ends as deadline_exceeded, a small one with SHED.
     if (budget !== undefined && budget < minBudgetMs) {

@@ -358,7 +358,7 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
       ctx = withDeadline(background(), Date.now() + budgetMs);
       otelContext = setContext(otelContext, ctx);
     }
-    const untrace = traceInbound(span, ctx);
+    const untrace = traceInbound(span, ctx, call.budgetMs);
     const entry: Running = { ctx, requestId, heartbeat, since: performance.now(), redeliver: false };
     running.add(entry);
     const unadmit = admission?.onDone((error) => stopOne(entry, error.cause));
