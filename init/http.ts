@@ -37,10 +37,6 @@ type Accept = ReturnType<typeof requestContexts>;
 type Wrapped = Listener & { listener?: Listener };
 type AddListener = (this: unknown, event: string | symbol, listener: (...args: never[]) => void) => unknown;
 
-// A request seen by one wrapped 'request' listener is not set up again by a second one.
-const SEEN = Symbol('ctxflow.init.request');
-type Marked = IncomingMessage & { [SEEN]?: true };
-
 const METHODS = ['on', 'addListener', 'prependListener'] as const;
 const prototypes = [http.Server.prototype, https.Server.prototype] as unknown as Record<
   string,
@@ -69,12 +65,11 @@ export function patchHttpServers(options: HttpServerOptions): () => void {
 
   const wrap = (listener: Listener): Wrapped => {
     const wrapped: Wrapped = function ctxflowRequest(this: unknown, req, res) {
-      const marked = req as Marked;
-      if (marked[SEEN] === true || ignore?.(req) === true) {
+      if (ignore?.(req) === true) {
         listener.call(this, req, res);
         return;
       }
-      marked[SEEN] = true;
+      // A request a second listener (or another layer) has accepted already is only narrowed.
       const otelContext = acceptFor(req)(req, res);
       // Undefined: shed on arrival, answered 504 already.
       // A closure, not otel.with's thisArg: that calls listener.bind, and an express app's `bind`

@@ -78,6 +78,21 @@ export function acceptInbound(
   };
 }
 
+/**
+ * The context an inner server layer gives its handler when an outer layer has accepted the call
+ * already (`outer`): `outer` itself, or, when `budgetMs` leaves less than `outer` has, a child
+ * ending then, whose end ends `outer` with the same cause, so that the outer layer answers the
+ * call once, with the inner deadline's cause. Nothing is read from the carrier again.
+ */
+export function narrowInbound(outer: CancelableContext, budgetMs: number | undefined): CancelableContext {
+  if (budgetMs === undefined || Number.isNaN(budgetMs)) return outer;
+  const deadline = Date.now() + budgetMs;
+  if (outer.deadline !== undefined && outer.deadline <= deadline) return outer;
+  const child = newContext(outer, deadline);
+  child.onDone((error) => outer.cancel(error.cause));
+  return child;
+}
+
 function earliest(a: number | undefined, b: number | undefined): number | undefined {
   if (a === undefined) return b;
   if (b === undefined) return a;

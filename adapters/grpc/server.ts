@@ -18,6 +18,7 @@ import {
   hopAttributes,
   type InboundCall,
   type InboundOptions,
+  narrowInbound,
   recordArrival,
 } from '../../sdk/wire.ts';
 import {
@@ -51,9 +52,13 @@ export interface ServerCall {
   responded: boolean;
   /** The handler was bound by `wrapService`. */
   bound: boolean;
+  /** The context an inner layer narrowed `ctx` to (`narrowCall`), which the handler runs in. */
+  narrowed: Context | undefined;
   unlink: () => void;
   /** Stops recording the context's end on the handler's span, before a normal end. */
   untrace: () => void;
+  /** Ends the call with `status` (settled against the context on its way out). */
+  end(status: StatusLike): void;
 }
 
 /**
@@ -99,6 +104,21 @@ export function shedStatus(ctx: Context, attributes: Attributes): StatusObject |
   if (ctx.cause === undefined) return undefined;
   countShed(attributes);
   return contextStatus(ctx.error as ContextDoneError);
+}
+
+/**
+ * The context a handler bound by `wrapService` runs in when a layer before it (serverInterceptor,
+ * or init()'s own wrapService) built the call's context: that context, or a child narrowed to
+ * `budgetMs` when that is tighter, whose end ends the call with its cause, once.
+ */
+export function narrowCall(state: ServerCall, budgetMs: number | undefined): Context {
+  const ctx = narrowInbound(state.ctx, budgetMs);
+  if (ctx === state.ctx) return ctx;
+  state.narrowed = ctx;
+  ctx.onDone((error) => {
+    if (!state.finished && !state.responded) state.end(contextStatus(error));
+  });
+  return ctx;
 }
 
 /** Puts a live call's state on its request metadata, where `stateOf` and `contextOf` find it. */
@@ -159,17 +179,7 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
             const transportDeadline = epochMs(call.getDeadline());
             const inbound = acceptCall(metadata, options, transportDeadline, attributes);
             const ctx = inbound.ctx;
-            const callState: ServerCall = {
-              ctx,
-              otelContext: inbound.otelContext,
-              budgetMs: inbound.budgetMs,
-              attributes,
-              finished: false,
-              responded: false,
-              bound: false,
-              unlink: noop,
-              untrace: noop,
-            };
+            const callState = new InterceptedCall(inbound, attributes, intercepting);
             state = callState;
             const shed = shedStatus(ctx, attributes);
             if (shed !== undefined) {
@@ -263,6 +273,33 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
   };
 }
 
+/** A call whose context serverInterceptor built. */
+class InterceptedCall implements ServerCall {
+  readonly ctx: ServerCall['ctx'];
+  readonly otelContext: ServerCall['otelContext'];
+  readonly budgetMs: number | undefined;
+  readonly attributes: Attributes;
+  finished = false;
+  responded = false;
+  bound = false;
+  narrowed: Context | undefined = undefined;
+  unlink: () => void = noop;
+  untrace: () => void = noop;
+  readonly #call: grpc.ServerInterceptingCall;
+
+  constructor(inbound: InboundCall, attributes: Attributes, call: grpc.ServerInterceptingCall) {
+    this.ctx = inbound.ctx;
+    this.otelContext = inbound.otelContext;
+    this.budgetMs = inbound.budgetMs;
+    this.attributes = attributes;
+    this.#call = call;
+  }
+
+  end(status: StatusLike): void {
+    this.#call.sendStatus(status as StatusObject);
+  }
+}
+
 /** A status as handlers and grpc-js pass it: a `StatusObject`, or a `ServiceError`-like object. */
 export interface StatusLike {
   code?: unknown;
@@ -309,7 +346,8 @@ export function settleStatus(live: ServerCall, status: StatusLike | undefined): 
   return status;
 }
 
-/** The context of the call a handler serves, from its call object; undefined without `serverInterceptor`. */
+/** The context of the call a handler serves, from its call object; undefined when ctxflow serves no context for it. */
 export function contextOf(call: { metadata?: Metadata }): Context | undefined {
-  return stateOf(call.metadata)?.ctx;
+  const state = stateOf(call.metadata);
+  return state === undefined ? undefined : (state.narrowed ?? state.ctx);
 }

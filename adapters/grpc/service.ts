@@ -4,7 +4,7 @@ import type { EventEmitter } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
 import type { Metadata } from '@grpc/grpc-js';
 import { type Attributes, context as otel, trace } from '@opentelemetry/api';
-import type { CauseCode } from '../../sdk/index.ts';
+import type { CauseCode, Context } from '../../sdk/index.ts';
 import { ContextDoneError, run } from '../../sdk/index.ts';
 import {
   addPlainListener,
@@ -21,6 +21,7 @@ import {
   acceptCall,
   attachState,
   endsBeforeTransport,
+  narrowCall,
   type ServerCall,
   type StatusLike,
   settleStatus,
@@ -119,14 +120,6 @@ function bindHandler(handler: Handler, self: unknown, options: WrapServiceOption
   let method: Method | undefined;
   return function ctxflowHandler(call: HandlerCall, callback?: UnaryCallback): void {
     const state = stateOf(call?.metadata);
-    if (state !== undefined) {
-      // serverInterceptor() built the call's context already.
-      state.bound = true;
-      // The server span of instrumentation-grpc, when present, is active only from here on.
-      state.untrace = traceInbound(trace.getActiveSpan(), state.ctx, state.budgetMs);
-      run(state.ctx, () => handleCall(handler, self, call, callback, undefined));
-      return;
-    }
     if (typeof call?.getDeadline !== 'function' || typeof call.getPath !== 'function') {
       // Not a grpc-js call object (a handler called by hand): no context to build.
       handleCall(handler, self, call, callback, undefined);
@@ -134,7 +127,20 @@ function bindHandler(handler: Handler, self: unknown, options: WrapServiceOption
     }
     const path = call.getPath();
     if (method?.path !== path) method = methodFor(path, options);
-    serve(handler, self, call, callback, method);
+    if (state === undefined) {
+      serve(handler, self, call, callback, method);
+      return;
+    }
+    // A layer before this one built the call's context: serverInterceptor(), or the wrapService
+    // init() puts around every implementation. Nothing is accepted twice; a tighter budget narrows.
+    if (!state.bound) {
+      state.bound = true;
+      // The server span of instrumentation-grpc, when present, is active only from here on.
+      state.untrace = traceInbound(trace.getActiveSpan(), state.ctx, state.budgetMs);
+    }
+    run(narrowCall(state, method.inbound.budgetMs), () =>
+      handleCall(handler, self, call, callback, undefined),
+    );
   };
 }
 
@@ -160,6 +166,7 @@ class DirectCall implements ServerCall {
   finished = false;
   responded = false;
   bound = true;
+  narrowed: Context | undefined = undefined;
   unlink: () => void = noop;
   untrace: () => void = noop;
 

@@ -7,7 +7,14 @@
 import { type IncomingHttpHeaders, IncomingMessage, ServerResponse, STATUS_CODES } from 'node:http';
 import { type Context as OtelContext, context as otel, type TextMapGetter, trace } from '@opentelemetry/api';
 import { getRPCMetadata } from '@opentelemetry/core';
-import { type CancelableContext, type Cause, type Context, ContextDoneError } from '../../sdk/index.ts';
+import {
+  type CancelableContext,
+  type Cause,
+  type Context,
+  ContextDoneError,
+  getContext,
+  setContext,
+} from '../../sdk/index.ts';
 import {
   acceptInbound,
   addPlainListener,
@@ -16,6 +23,7 @@ import {
   cancelAt,
   checkForeignHeaders,
   countEnded,
+  countOutlived,
   countShed,
   DEFAULT_RESERVE_MS,
   encodeCause,
@@ -23,6 +31,7 @@ import {
   hopAttributes,
   httpStatusFor,
   type InboundOptions,
+  narrowInbound,
   recordArrival,
   traceInbound,
 } from '../../sdk/wire.ts';
@@ -72,10 +81,12 @@ const headerGetter: TextMapGetter<IncomingHttpHeaders> = {
 };
 
 // A symbol-keyed property rather than a WeakMap: cheaper per request, and it dies with the request.
-const CONTEXT = Symbol('ctxflow.context');
+// Registered symbols (`Symbol.for`), here and for the guard below: a second copy of ctxflow in the
+// process sees the request accepted and guarded by the first, and only narrows it.
+const CONTEXT = Symbol.for('ctxflow.http.context.v1');
 // Set when the handler's error ends the context (after answering it): `downstream` for a callee's
 // end it passed on (a rethrown context error), `local` for any other error.
-const ENDED_BY_HANDLER = Symbol('ctxflow.ended-by-handler');
+const ENDED_BY_HANDLER = Symbol.for('ctxflow.http.ended-by-handler.v1');
 type WithContext = IncomingMessage & { [CONTEXT]?: CancelableContext; [ENDED_BY_HANDLER]?: CauseSource };
 
 /**
@@ -109,6 +120,8 @@ export function requestContexts(
   const useSignal = options.disconnect === 'signal' && 'signal' in IncomingMessage.prototype;
 
   return function accept(req, res) {
+    const outer = (req as WithContext)[CONTEXT];
+    if (outer !== undefined) return narrow(req, res, outer, options.budgetMs);
     const call = acceptInbound(req.headers, headerGetter, options);
     const ctx = call.ctx;
     // The HTTP server span (instrumentation-http), not the span of a middleware (instrumentation-express).
@@ -117,6 +130,7 @@ export function requestContexts(
     const untrace = traceInbound(span, ctx, budget);
     // Judged on arrival, so that the answer depends on the request alone, not on a busy moment
     // since: an expired budget ends as deadline_exceeded, a small one with SHED.
+    (req as WithContext)[CONTEXT] = ctx;
     if (budget !== undefined && budget < minBudgetMs) {
       cancelAt(ctx, SHED, call.arrivedAt);
       reply(res, ctx.error as ContextDoneError);
@@ -124,7 +138,6 @@ export function requestContexts(
       countShed(HTTP);
       return undefined;
     }
-    (req as WithContext)[CONTEXT] = ctx;
     const callerGone = call.callerGoneCause;
     const signal = useSignal ? (req as { signal?: AbortSignal }).signal : undefined;
     if (signal !== undefined) {
@@ -152,6 +165,28 @@ export function requestContexts(
     watchEnd(res, ended);
     return call.otelContext;
   };
+}
+
+/**
+ * A request another layer accepted already (`init()`, an app-wide `deadlines()`, `withDeadlines`,
+ * another copy of ctxflow): nothing is accepted twice (no second context from the headers, guard,
+ * metric or span attributes). A tighter `budgetMs` narrows the request's context to a child, which
+ * becomes the request's context; its end ends the outer one, which answers 504 with the cause,
+ * once. Undefined when the request has ended already (answered, or its client gone).
+ */
+function narrow(
+  req: IncomingMessage,
+  res: ServerResponse,
+  outer: CancelableContext,
+  budgetMs: number | undefined,
+): OtelContext | undefined {
+  const ctx = narrowInbound(outer, budgetMs);
+  if (ctx.done) return undefined;
+  const active = otel.active();
+  if (ctx === outer) return getContext(active) === outer ? active : setContext(active, outer);
+  (req as WithContext)[CONTEXT] = ctx;
+  (res as Partial<Guarded>)[GUARDED] = ctx;
+  return setContext(active, ctx);
 }
 
 /**
@@ -279,13 +314,17 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 }
 
 // The response's own write and end, kept on it when guard() replaces them.
-const WRITE = Symbol('ctxflow.write');
-const END = Symbol('ctxflow.end');
-const GUARDED = Symbol('ctxflow.context');
+const WRITE = Symbol.for('ctxflow.http.write.v1');
+const END = Symbol.for('ctxflow.http.end.v1');
+const GUARDED = Symbol.for('ctxflow.http.guarded.v1');
+// The cause ctxflow answered a response with; `true` once what the handler did after that answer
+// has been counted as outlived work.
+const LATE = Symbol.for('ctxflow.http.late.v1');
 type Guarded = ServerResponse & {
   [GUARDED]: Context;
   [WRITE]: ServerResponse['write'];
   [END]: ServerResponse['end'];
+  [LATE]?: Cause | true;
 };
 
 /**
@@ -296,6 +335,8 @@ type Guarded = ServerResponse & {
 function guard(res: ServerResponse, ctx: Context): void {
   const guarded = res as Guarded;
   guarded[GUARDED] = ctx;
+  // Guarded already (by a layer that predates the check in accept): its originals stay the originals.
+  if (guarded[END] !== undefined) return;
   guarded[WRITE] = res.write;
   guarded[END] = res.end;
   res.write = guardedWrite as ServerResponse['write'];
@@ -307,8 +348,36 @@ function overtaken(res: Guarded): boolean {
   if (res.headersSent && !res.writableEnded) return false;
   const error = res[GUARDED].error;
   if (error === undefined) return false;
-  if (!res.headersSent) reply(res, error);
+  if (res.headersSent) countLate(res);
+  else reply(res, error);
   return true;
+}
+
+/** Counts, once per response, a handler still answering after ctxflow's answer (`ctxflow.outlived`). */
+function countLate(res: Partial<Guarded>): void {
+  const answered = res[LATE];
+  if (answered === undefined || answered === true) return;
+  res[LATE] = true;
+  countOutlived('http.response', answered.code);
+}
+
+/**
+ * What a response's header methods become once ctxflow has answered: the handler's header calls
+ * are dropped quietly, as its writes are, instead of throwing ERR_HTTP_HEADERS_SENT into it (and
+ * from there into the framework's error log). Installed only on a response ctxflow answered.
+ */
+function lateHeaders(this: Guarded): ServerResponse {
+  countLate(this);
+  return this;
+}
+
+function silenceHeaders(res: ServerResponse): void {
+  const late = lateHeaders as unknown as ServerResponse['setHeader'];
+  res.setHeader = late;
+  res.appendHeader = late as unknown as ServerResponse['appendHeader'];
+  res.removeHeader = late as unknown as ServerResponse['removeHeader'];
+  res.writeHead = late as unknown as ServerResponse['writeHead'];
+  res.flushHeaders = late as unknown as ServerResponse['flushHeaders'];
 }
 
 function guardedWrite(this: Guarded, ...args: Parameters<ServerResponse['write']>): boolean {
@@ -335,4 +404,6 @@ function reply(res: ServerResponse, error: ContextDoneError): void {
   res.setHeader(CANCEL_REASON_HEADER, encodeCause(cause));
   res.setHeader('content-type', 'text/plain; charset=utf-8');
   ownEnd(res).call(res, cause.code);
+  (res as Partial<Guarded>)[LATE] = cause;
+  silenceHeaders(res);
 }
