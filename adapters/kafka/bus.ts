@@ -154,10 +154,15 @@ export class CancelBus {
     await producer.connect();
   }
 
+  /**
+   * Creates the bus topic unless it exists: asked first, because kafkajs logs a broker's refusal to
+   * create an existing topic as an error, in the application's log, at every start.
+   */
   async #ensureTopic(): Promise<void> {
     const admin = this.#kafka.admin();
     await admin.connect();
     try {
+      if ((await admin.listTopics()).includes(this.topic)) return;
       await admin.createTopics({
         waitForLeaders: true,
         topics: [
