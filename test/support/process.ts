@@ -14,6 +14,8 @@ export interface Service {
   ): Promise<Record<string, unknown>>;
   /** SIGTERM, then the exit. */
   stop(): Promise<void>;
+  /** The last 4000 characters the process wrote to stderr. */
+  stderr(): string;
 }
 
 /** Starts `node --conditions=ctxflow-source [nodeArgs] file` with `env` added to this process's. */
@@ -63,6 +65,7 @@ export function startService(file: string, env: Record<string, string>, nodeArgs
         });
       });
     },
+    stderr: () => stderr,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       await exited;
