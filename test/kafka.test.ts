@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import fc from 'fast-check';
-import type { Kafka, Producer } from 'kafkajs';
+import { Kafka, logLevel, type Producer } from 'kafkajs';
 import { cancelBus, consumer, type MessagePayload, producer } from '../adapters/kafka/index.ts';
 import { background, withCancel, withTimeout } from '../sdk/context.ts';
 import { CancelledError } from '../sdk/errors.ts';
@@ -260,6 +260,31 @@ describe('ctxflow/kafka', () => {
     await sleep(300);
     assert.deepEqual(handled, ['released']);
     assert.equal(bus.cancelled(String(events[0]?.key))?.code, 'client_disconnected');
+  });
+
+  it('the bus creates its topic once: a second instance starts without an error in the kafkajs log', async (t) => {
+    if (!setup(t)) return;
+    const logged: string[] = [];
+    const client = new Kafka({
+      clientId: 'ctxflow-test-quiet',
+      brokers: (process.env.KAFKA_BROKERS as string).split(','),
+      logLevel: logLevel.WARN,
+      logCreator: () => (entry) => void logged.push(`${entry.namespace} ${entry.log.message}`),
+    });
+    const busTopic = uniqueTopic('bus-quiet');
+    for (let i = 0; i < 2; i++) {
+      const bus = cancelBus(client, { topic: busTopic });
+      await bus.start();
+      await bus.stop();
+    }
+    const admin = client.admin();
+    await admin.connect();
+    t.after(() => admin.disconnect());
+    assert.ok((await admin.listTopics()).includes(busTopic), 'the first instance created the topic');
+    assert.deepEqual(
+      logged.filter((line) => /CreateTopics|Topic creation/.test(line)),
+      [],
+    );
   });
 
   it('a rebalance mid-handle cancels the handler (cause rebalance) and the message is handled again', async (t) => {
