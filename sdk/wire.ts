@@ -54,6 +54,7 @@ export {
   recordCancelDelay,
   type Transport,
 } from './metrics.ts';
+export { isTracingSuppressed, rpcServerSpan } from './otel-keys.ts';
 export {
   type OutboundHeaders,
   type OutboundOptions,
