@@ -6,7 +6,8 @@ import type { ProtoGrpcType } from './generated/inventory.js';
 import type { InventoryHandlers } from './generated/shop/Inventory.js';
 import type { Stock__Output } from './generated/shop/Stock.js';
 
-const definition = protoLoader.loadSync(`${import.meta.dirname}/inventory.proto`);
+// `defaults: true` as `proto-loader-gen-types --defaults`: fields never missing, as the types say.
+const definition = protoLoader.loadSync(`${import.meta.dirname}/inventory.proto`, { defaults: true });
 const shop = (grpc.loadPackageDefinition(definition) as unknown as ProtoGrpcType).shop;
 
 const server = createServer(); // new grpc.Server() with a higher HTTP/2 reset limit (see below)
@@ -30,10 +31,12 @@ const port = await new Promise<number>((resolve, reject) =>
 
 // A client whose calls carry what is left of the caller's budget (grpc-timeout) and are cancelled with it.
 const inventory = new shop.Inventory(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), clientOptions());
-const stock = await run(withTimeout(background(), 500), () =>
-  new Promise<Stock__Output | undefined>((resolve, reject) =>
-    inventory.GetStock({ sku: '42' }, (error, answer) => (error ? reject(error) : resolve(answer))),
-  ),
+const stock = await run(
+  withTimeout(background(), 500),
+  () =>
+    new Promise<Stock__Output | undefined>((resolve, reject) =>
+      inventory.GetStock({ sku: '42' }, (error, answer) => (error ? reject(error) : resolve(answer))),
+    ),
 );
 console.log(`sku ${stock?.sku}: ${stock?.count} in stock, the server had ${stock?.leftMs} ms of the 500`);
 inventory.close();
