@@ -230,13 +230,19 @@ export function renderHops(hops: readonly Hop[]): string[] {
 
 /** Reads a trace from a Jaeger query API (`jaegerUrl`, e.g. http://localhost:16686). */
 export async function fetchTrace(jaegerUrl: string, traceId: string): Promise<JaegerTrace> {
-  const response = await fetch(`${jaegerUrl.replace(/\/$/, '')}/api/traces/${traceId}`, {
-    signal: AbortSignal.timeout(10_000),
-  });
-  if (!response.ok) throw new Error(`Jaeger answered ${response.status} for trace ${traceId}`);
+  const url = `${jaegerUrl.replace(/\/$/, '')}/api/traces/${traceId}`;
+  let response: Response;
+  try {
+    response = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+  } catch (error) {
+    // fetch says only "fetch failed": the URL and the network error's code say what happened.
+    const cause = (error as Error & { cause?: { code?: string; message?: string } }).cause;
+    const code = cause?.code ?? cause?.message ?? (error as Error).message;
+    throw new Error(`cannot reach ${url} (${code})`);
+  }
+  if (!response.ok) throw new Error(`GET ${url} answered ${response.status}`);
   const { data } = (await response.json()) as { data?: JaegerTrace[] };
   const trace = data?.[0];
-  if (trace === undefined || trace.spans.length === 0)
-    throw new Error(`trace ${traceId} not found in ${jaegerUrl}`);
+  if (trace === undefined || trace.spans.length === 0) throw new Error(`not found in ${jaegerUrl}`);
   return trace;
 }

@@ -2,10 +2,10 @@ import { type ChannelListener, subscribe, unsubscribe } from 'node:diagnostics_c
 import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import { context as otel } from '@opentelemetry/api';
-import { isTracingSuppressed } from '@opentelemetry/core';
 import { requestContexts, type ServerOptions } from '../adapters/http/server.ts';
 import { current } from '../sdk/index.ts';
 import {
+  isTracingSuppressed,
   type OutboundHeaders,
   type OutboundOptions,
   type OutboundSetter,

@@ -4,7 +4,7 @@
  * application loads express, @grpc/grpc-js or kafkajs (first import of the process, or
  * `node --import ctxflow/register`).
  */
-import { createRequire, register } from 'node:module';
+import { createRequire } from 'node:module';
 import {
   diag,
   type Context as OtelContext,
@@ -16,25 +16,25 @@ import {
   type TextMapSetter,
   trace,
 } from '@opentelemetry/api';
-import { CompositePropagator, W3CBaggagePropagator } from '@opentelemetry/core';
 import type { Instrumentation } from '@opentelemetry/instrumentation';
-import type { NodeSDK, NodeSDKConfiguration } from '@opentelemetry/sdk-node';
 import type { Sampler, SpanProcessor } from '@opentelemetry/sdk-trace';
 import { DeadlinePropagator, getContext } from '../sdk/index.ts';
-import {
-  ATTR_BUDGET_SENT,
-  DEFAULT_RESERVE_MS,
-  ensureContextManager,
-  TraceContextPropagator,
-} from '../sdk/wire.ts';
-import { GrpcContextInstrumentation, type GrpcOptions } from './grpc.ts';
+import { ATTR_BUDGET_SENT, DEFAULT_RESERVE_MS, ensureContextManager } from '../sdk/wire.ts';
+import type { GrpcOptions } from './grpc.ts';
 import {
   type HttpClientOptions,
   type HttpServerOptions,
   patchHttpServers,
   watchHttpClients,
 } from './http.ts';
-import { KafkaContextInstrumentation, type KafkaOptions } from './kafka.ts';
+import type { KafkaOptions } from './kafka.ts';
+import {
+  installed,
+  propagatorFromEnv,
+  type StartedTracing,
+  startTracing,
+  tracingPackages,
+} from './tracing.ts';
 import { watchUndici } from './undici.ts';
 
 export type { GrpcOptions } from './grpc.ts';
@@ -108,13 +108,12 @@ class TracedDeadlinePropagator extends DeadlinePropagator {
 }
 
 /**
- * W3C trace context (ctxflow's reader, equivalent to OpenTelemetry's without its regular
- * expressions), W3C baggage and ctxflow's deadline headers: the propagator `init()` registers.
+ * The propagator `init()` registers: those `OTEL_PROPAGATORS` names (default W3C trace context,
+ * with ctxflow's reader, equivalent to OpenTelemetry's without its regular expressions, and W3C
+ * baggage), then ctxflow's deadline headers.
  */
 export function defaultPropagator(): TextMapPropagator {
-  return new CompositePropagator({
-    propagators: [new TraceContextPropagator(), new W3CBaggagePropagator(), new TracedDeadlinePropagator()],
-  });
+  return propagatorFromEnv(new TracedDeadlinePropagator());
 }
 
 function flag(value: string | undefined): boolean | undefined {
@@ -136,75 +135,24 @@ function tracerProviderRegistered(): boolean {
 }
 
 const require = createRequire(import.meta.url);
+// The sources run as .ts (tests, `--conditions=ctxflow-source`), the package as compiled .js.
+const EXTENSION = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+/** What init()'s gRPC and Kafka hooks are built on (OpenTelemetry's module patching). */
+const HOOKS_PACKAGE = '@opentelemetry/instrumentation';
 
-let loaderHookRegistered = false;
-
-/**
- * Registers OpenTelemetry's loader hook (import-in-the-middle), once, so that ES modules imported
- * from now on (`import()` after init(), or the whole application after `--import ctxflow/register`)
- * are instrumented; CommonJS modules are patched on require without it.
- */
-function registerLoaderHook(): void {
-  if (loaderHookRegistered) return;
-  loaderHookRegistered = true;
-  register('@opentelemetry/instrumentation/hook.mjs', import.meta.url);
-}
-
-function startSdk(options: InitOptions): NodeSDK {
-  registerLoaderHook();
-  // Loaded here, not imported: without tracing the SDK is never loaded.
-  const { NodeSDK } = require('@opentelemetry/sdk-node') as typeof import('@opentelemetry/sdk-node');
-  const { HttpInstrumentation } =
-    require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http');
-  const { ExpressInstrumentation } =
-    require('@opentelemetry/instrumentation-express') as typeof import('@opentelemetry/instrumentation-express');
-  const { UndiciInstrumentation } =
-    require('@opentelemetry/instrumentation-undici') as typeof import('@opentelemetry/instrumentation-undici');
-  const { GrpcInstrumentation } =
-    require('@opentelemetry/instrumentation-grpc') as typeof import('@opentelemetry/instrumentation-grpc');
-  const { KafkaJsInstrumentation } =
-    require('@opentelemetry/instrumentation-kafkajs') as typeof import('@opentelemetry/instrumentation-kafkajs');
-  const env = process.env;
-  const config: Partial<NodeSDKConfiguration> = {
-    textMapPropagator: defaultPropagator(),
-    instrumentations: [
-      new HttpInstrumentation(),
-      new ExpressInstrumentation(),
-      new UndiciInstrumentation(),
-      new GrpcInstrumentation(),
-      ...(options.kafka === false ? [] : [new KafkaJsInstrumentation()]),
-      ...(options.instrumentations ?? []),
-    ],
-  };
-  if (options.serviceName !== undefined) config.serviceName = options.serviceName;
-  if (options.sampler !== undefined) config.sampler = options.sampler;
-  // Traces only, unless the options or the environment ask for metrics, or the environment for logs.
-  const prometheus = options.metrics?.prometheus;
-  if (prometheus !== undefined) {
-    const { PrometheusExporter } =
-      require('@opentelemetry/exporter-prometheus') as typeof import('@opentelemetry/exporter-prometheus');
-    config.metricReaders = [new PrometheusExporter({ port: prometheus.port, host: prometheus.host })];
-  } else if (env.OTEL_METRICS_EXPORTER === undefined) {
-    config.metricReaders = [];
-  }
-  if (env.OTEL_LOGS_EXPORTER === undefined) config.logRecordProcessors = [];
-  if (options.spanProcessors !== undefined) {
-    config.spanProcessors = options.spanProcessors;
-  } else if (env.OTEL_TRACES_EXPORTER === undefined || env.OTEL_TRACES_EXPORTER.trim() === 'otlp') {
-    const protocol = env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL;
-    // OTLP/HTTP with JSON unless the environment names another protocol: then NodeSDK picks.
-    if (protocol === undefined || protocol === 'http/json') {
-      const { OTLPTraceExporter } =
-        require('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http');
-      const endpoint = options.endpoint?.replace(/\/+$/, '');
-      config.traceExporter = new OTLPTraceExporter(
-        endpoint === undefined ? {} : { url: `${endpoint}/v1/traces` },
-      );
-    }
-  }
-  const sdk = new NodeSDK(config);
-  sdk.start();
-  return sdk;
+/** Says once, on stderr, what init() could not do for want of packages and how to get them. */
+function reportMissing(tracing: string[], hooks: string[]): void {
+  const missing = [...new Set([...tracing, ...hooks])];
+  if (missing.length === 0) return;
+  const lost = [
+    ...(tracing.length > 0 ? ['tracing is off'] : []),
+    ...(hooks.length > 0 ? ['@grpc/grpc-js and kafkajs get no deadlines'] : []),
+  ].join(' and ');
+  const quiet =
+    tracing.length > 0 ? '; or init({ tracing: false }) / OTEL_SDK_DISABLED=true to run without tracing' : '';
+  process.stderr.write(
+    `ctxflow/init: ${lost} (packages not installed): npm i ${missing.join(' ')}${quiet}\n`,
+  );
 }
 
 function milliseconds(value: string | undefined): number | undefined {
@@ -262,11 +210,13 @@ export function init(options: InitOptions = {}): Telemetry {
   if (started !== undefined) return started;
   const undo: (() => void)[] = [];
   const wanted = options.tracing ?? tracingFromEnv(process.env);
-  let sdk: NodeSDK | undefined;
+  const tracingOptions = { ...options, kafka: options.kafka !== false };
+  const missingForTracing = wanted ? tracingPackages(tracingOptions).filter((name) => !installed(name)) : [];
+  let sdk: StartedTracing | undefined;
   if (wanted && tracerProviderRegistered()) {
     diag.info('ctxflow/init: a tracer provider is registered already; using it');
-  } else if (wanted) {
-    sdk = startSdk(options);
+  } else if (wanted && missingForTracing.length === 0) {
+    sdk = startTracing(tracingOptions, defaultPropagator());
   } else {
     // No SDK: trace context and baggage still cross every hop.
     propagation.setGlobalPropagator(defaultPropagator());
@@ -287,15 +237,23 @@ export function init(options: InitOptions = {}): Telemetry {
     undo.push(watchHttpClients(options.clients ?? {}));
     undo.push(watchUndici(options.clients ?? {}));
   }
-  if (options.grpc !== false) {
+  // The gRPC and Kafka hooks are built on OpenTelemetry's module patching: loaded only when it is installed.
+  const hooks = installed(HOOKS_PACKAGE);
+  if (options.grpc !== false && hooks) {
+    const { GrpcContextInstrumentation } = require(`./grpc${EXTENSION}`) as typeof import('./grpc.ts');
     const grpc = new GrpcContextInstrumentation(options.grpc ?? {});
     undo.push(() => grpc.disable());
   }
-  if (options.kafka !== false) {
+  if (options.kafka !== false && hooks) {
     // After OpenTelemetry's kafkajs instrumentation: its process span is active when ours runs.
+    const { KafkaContextInstrumentation } = require(`./kafka${EXTENSION}`) as typeof import('./kafka.ts');
     const kafka = new KafkaContextInstrumentation(options.kafka ?? {});
     undo.push(() => kafka.disable());
   }
+  const wantsHooks =
+    (options.grpc !== false && installed('@grpc/grpc-js')) ||
+    (options.kafka !== false && installed('kafkajs'));
+  reportMissing(missingForTracing, wantsHooks && !hooks ? [HOOKS_PACKAGE] : []);
   let stopping: Promise<void> | undefined;
   const handle: Telemetry = {
     tracing: sdk !== undefined,

@@ -1,6 +1,5 @@
 import { type ChannelListener, subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { context as otel } from '@opentelemetry/api';
-import { isTracingSuppressed } from '@opentelemetry/core';
 import {
   abortRequest,
   headerValue,
@@ -9,7 +8,7 @@ import {
   type UndiciRequest,
 } from '../adapters/http/undici.ts';
 import { current } from '../sdk/index.ts';
-import { type OutboundSetter, startOutbound, TIMEOUT_HEADER } from '../sdk/wire.ts';
+import { isTracingSuppressed, type OutboundSetter, startOutbound, TIMEOUT_HEADER } from '../sdk/wire.ts';
 import { type HttpClientOptions, written } from './http.ts';
 
 const UNLINK = Symbol('ctxflow.init.undici');

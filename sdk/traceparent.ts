@@ -4,6 +4,7 @@
  * propagator of the path with no tracing SDK, where it runs on every request of every hop.
  */
 import {
+  createTraceState,
   type Context as OtelContext,
   type SpanContext,
   type TextMapGetter,
@@ -12,7 +13,7 @@ import {
   TraceFlags,
   trace,
 } from '@opentelemetry/api';
-import { isTracingSuppressed, TraceState } from '@opentelemetry/core';
+import { isTracingSuppressed } from './otel-keys.ts';
 
 const TRACEPARENT = 'traceparent';
 const TRACESTATE = 'tracestate';
@@ -40,7 +41,7 @@ export class TraceContextPropagator implements TextMapPropagator {
     if (spanContext === undefined) return otelContext;
     const state = getter.get(carrier, TRACESTATE);
     if (state !== undefined && state !== '') {
-      spanContext.traceState = new TraceState(Array.isArray(state) ? state.join(',') : state);
+      spanContext.traceState = createTraceState(Array.isArray(state) ? state.join(',') : state);
     }
     return trace.setSpanContext(otelContext, spanContext);
   }

@@ -55,6 +55,7 @@ export {
   recordCancelDelay,
   type Transport,
 } from './metrics.ts';
+export { isTracingSuppressed, rpcServerSpan } from './otel-keys.ts';
 export {
   type OutboundHeaders,
   type OutboundOptions,

@@ -97,5 +97,5 @@ test('ctxflow trace without a trace id prints its usage and exits 2', async () =
     (e: { code: number; stderr: string }) => e,
   );
   assert.equal((error as { code: number }).code, 2);
-  assert.match((error as { stderr: string }).stderr, /usage: ctxflow trace/);
+  assert.match((error as { stderr: string }).stderr, /a trace id is required\nRun .ctxflow trace --help./);
 });

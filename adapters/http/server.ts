@@ -6,7 +6,6 @@
  */
 import { type IncomingHttpHeaders, IncomingMessage, ServerResponse, STATUS_CODES } from 'node:http';
 import { type Context as OtelContext, context as otel, type TextMapGetter, trace } from '@opentelemetry/api';
-import { getRPCMetadata } from '@opentelemetry/core';
 import {
   type CancelableContext,
   type Cause,
@@ -33,6 +32,7 @@ import {
   type InboundOptions,
   narrowInbound,
   recordArrival,
+  rpcServerSpan,
   traceInbound,
 } from '../../sdk/wire.ts';
 import { errorLogger } from './error-log.ts';
@@ -125,7 +125,7 @@ export function requestContexts(
     const call = acceptInbound(req.headers, headerGetter, options);
     const ctx = call.ctx;
     // The HTTP server span (instrumentation-http), not the span of a middleware (instrumentation-express).
-    const span = getRPCMetadata(call.otelContext)?.span ?? trace.getSpan(call.otelContext);
+    const span = rpcServerSpan(call.otelContext) ?? trace.getSpan(call.otelContext);
     const budget = call.budgetMs;
     const untrace = traceInbound(span, ctx, budget);
     // Judged on arrival, so that the answer depends on the request alone, not on a busy moment
