@@ -168,7 +168,8 @@ function milliseconds(value: string | undefined): number | undefined {
  * public edge, `CTXFLOW_HTTP=false`, `CTXFLOW_CLIENTS=false`, `CTXFLOW_GRPC=false` and
  * `CTXFLOW_KAFKA=false` opt a transport out; `CTXFLOW_KAFKA_BUDGET_MS`,
  * `CTXFLOW_KAFKA_TRUST_INBOUND` and `CTXFLOW_KAFKA_DEAD_LETTER_TOPIC` (a name in which `{topic}`
- * stands for the message's topic) configure consumers.
+ * stands for the message's topic) configure consumers; `CTXFLOW_KAFKA_CANCEL_BUS=false` turns the
+ * cancel bus off.
  */
 export function optionsFromEnv(env: NodeJS.ProcessEnv): InitOptions {
   const options: InitOptions = {};
@@ -192,6 +193,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv): InitOptions {
       budgetMs: milliseconds(env.CTXFLOW_KAFKA_BUDGET_MS),
       trustInbound: flag(env.CTXFLOW_KAFKA_TRUST_INBOUND),
       deadLetterTopic: deadLetter ? (topic) => deadLetter.replaceAll('{topic}', topic) : undefined,
+      ...(flag(env.CTXFLOW_KAFKA_CANCEL_BUS) === false && { cancelBus: false }),
     };
   }
   return options;

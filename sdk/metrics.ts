@@ -2,6 +2,7 @@ import {
   type Attributes,
   type Counter,
   type Histogram,
+  type Meter,
   type MeterProvider,
   metrics,
 } from '@opentelemetry/api';
@@ -42,67 +43,67 @@ interface Instruments {
   readonly retries: Counter;
   readonly breaker: Counter;
   readonly bulkheadWait: Histogram;
-  readonly messages: Counter;
-  readonly cancelDelay: Histogram;
 }
 
-let provider: MeterProvider | undefined;
-let instruments: Instruments | undefined;
-
-/** The instruments of the registered MeterProvider (no-ops until one is registered), made once per provider. */
-function meter(): Instruments {
-  const global = metrics.getMeterProvider();
-  if (global === provider && instruments !== undefined) return instruments;
-  provider = global;
-  const m = global.getMeter('ctxflow');
-  instruments = {
-    rejected: m.createCounter('ctxflow.inbound.rejected', {
-      description: 'Inbound deadline and cause header values ignored or clamped',
-      unit: '{value}',
-    }),
-    budget: m.createHistogram('ctxflow.budget.arrival', {
-      description: 'Budget left when a request or message arrived at a hop',
-      unit: 'ms',
-      advice: { explicitBucketBoundaries: BUDGET_BUCKETS_MS },
-    }),
-    ended: m.createCounter('ctxflow.context.ended', {
-      description: 'Requests and messages whose context ended before their work did, by cause',
-      unit: '{context}',
-    }),
-    shed: m.createCounter('ctxflow.request.shed', {
-      description: 'Requests refused on arrival because their budget was below the minimum',
-      unit: '{request}',
-    }),
-    outlived: m.createCounter('ctxflow.outlived', {
-      description: 'Work still running a while after its context ended',
-      unit: '{work}',
-    }),
-    retries: m.createCounter('ctxflow.retry.decisions', {
-      description: 'What a retry policy decided after a failed attempt',
-      unit: '{decision}',
-    }),
-    breaker: m.createCounter('ctxflow.breaker.transitions', {
-      description: 'Circuit breaker state changes',
-      unit: '{transition}',
-    }),
-    cancelDelay: m.createHistogram('ctxflow.kafka.cancel.delay', {
-      description:
-        'Time from a cancel published on the cancel bus to a consumer instance reading it, or aborting a handler',
-      unit: 'ms',
-      advice: { explicitBucketBoundaries: BUDGET_BUCKETS_MS },
-    }),
-    messages: m.createCounter('ctxflow.kafka.messages', {
-      description: 'Kafka messages dead-lettered or skipped instead of handled',
-      unit: '{message}',
-    }),
-    bulkheadWait: m.createHistogram('ctxflow.bulkhead.wait', {
-      description: 'Time a call waited in a bulkhead queue',
-      unit: 'ms',
-      advice: { explicitBucketBoundaries: BUDGET_BUCKETS_MS },
-    }),
+/**
+ * Instruments declared lazily: `make` runs at the first call and again whenever another
+ * MeterProvider has been registered since, so instruments are no-ops until one is and follow it
+ * afterwards. For adapters declaring instruments of their own beside the core's.
+ */
+export function lazyInstruments<T>(make: (meter: Meter) => T): () => T {
+  let provider: MeterProvider | undefined;
+  let instruments: T | undefined;
+  return () => {
+    const global = metrics.getMeterProvider();
+    if (global === provider && instruments !== undefined) return instruments;
+    provider = global;
+    instruments = make(global.getMeter('ctxflow'));
+    return instruments;
   };
-  return instruments;
 }
+
+/** The `ctxflow.cause` attribute of a cause code: the standard codes as they are, any other `other`. */
+export function causeAttribute(cause: CauseCode): string {
+  return STANDARD_CAUSES.has(cause) ? cause : 'other';
+}
+
+/** The core's instruments of the registered MeterProvider, made once per provider. */
+const meter = lazyInstruments<Instruments>((m) => ({
+  rejected: m.createCounter('ctxflow.inbound.rejected', {
+    description: 'Inbound deadline and cause header values ignored or clamped',
+    unit: '{value}',
+  }),
+  budget: m.createHistogram('ctxflow.budget.arrival', {
+    description: 'Budget left when a request or message arrived at a hop',
+    unit: 'ms',
+    advice: { explicitBucketBoundaries: BUDGET_BUCKETS_MS },
+  }),
+  ended: m.createCounter('ctxflow.context.ended', {
+    description: 'Requests and messages whose context ended before their work did, by cause',
+    unit: '{context}',
+  }),
+  shed: m.createCounter('ctxflow.request.shed', {
+    description: 'Requests refused on arrival because their budget was below the minimum',
+    unit: '{request}',
+  }),
+  outlived: m.createCounter('ctxflow.outlived', {
+    description: 'Work still running a while after its context ended',
+    unit: '{work}',
+  }),
+  retries: m.createCounter('ctxflow.retry.decisions', {
+    description: 'What a retry policy decided after a failed attempt',
+    unit: '{decision}',
+  }),
+  breaker: m.createCounter('ctxflow.breaker.transitions', {
+    description: 'Circuit breaker state changes',
+    unit: '{transition}',
+  }),
+  bulkheadWait: m.createHistogram('ctxflow.bulkhead.wait', {
+    description: 'Time a call waited in a bulkhead queue',
+    unit: 'ms',
+    advice: { explicitBucketBoundaries: BUDGET_BUCKETS_MS },
+  }),
+}));
 
 /**
  * Counts an inbound header value that was ignored (or clamped), as the OpenTelemetry
@@ -151,8 +152,11 @@ export type CauseSource = 'local' | 'downstream';
 
 /** Counts a context that ended before its request's work did (`ctxflow.context.ended`), by cause. */
 export function countEnded(attributes: Attributes, cause: CauseCode, source: CauseSource = 'local'): void {
-  const code = STANDARD_CAUSES.has(cause) ? cause : 'other';
-  meter().ended.add(1, { ...attributes, 'ctxflow.cause': code, 'ctxflow.cause.source': source });
+  meter().ended.add(1, {
+    ...attributes,
+    'ctxflow.cause': causeAttribute(cause),
+    'ctxflow.cause.source': source,
+  });
 }
 
 /** Counts a request refused on arrival for want of budget (`ctxflow.request.shed`). */
@@ -162,8 +166,7 @@ export function countShed(attributes: Attributes): void {
 
 /** Counts work still running a while after its context ended (`ctxflow.outlived`), by the detector's name and the cause. */
 export function countOutlived(name: string, cause: CauseCode): void {
-  const code = STANDARD_CAUSES.has(cause) ? cause : 'other';
-  meter().outlived.add(1, { 'ctxflow.work': name, 'ctxflow.cause': code });
+  meter().outlived.add(1, { 'ctxflow.work': name, 'ctxflow.cause': causeAttribute(cause) });
 }
 
 /**
@@ -186,35 +189,4 @@ export function countBreakerTransition(policy: string, state: 'open' | 'half-ope
 /** Records how long a call waited in a bulkhead queue, and whether it got a slot or left (`ctxflow.bulkhead.wait`). */
 export function recordBulkheadWait(policy: string, waitedMs: number, outcome: 'admitted' | 'left'): void {
   meter().bulkheadWait.record(waitedMs, { 'ctxflow.policy': policy, 'ctxflow.bulkhead.outcome': outcome });
-}
-
-/**
- * Counts a Kafka message dead-lettered or skipped instead of handled (`ctxflow.kafka.messages`), by
- * topic and cause: expired in the queue (`deadline_exceeded`), cancelled through the bus, failed;
- * or handed to its handler in a context already ended (`expired`, under `init()` without a
- * dead-letter topic).
- */
-export function countKafkaMessage(
-  topic: string,
-  outcome: 'skipped' | 'dead-lettered' | 'expired',
-  cause: CauseCode,
-): void {
-  const code = STANDARD_CAUSES.has(cause) ? cause : 'other';
-  meter().messages.add(1, {
-    'messaging.destination.name': topic,
-    'ctxflow.kafka.outcome': outcome,
-    'ctxflow.cause': code,
-  });
-}
-
-/**
- * Records the delay of a cancel through the cancel bus (`ctxflow.kafka.cancel.delay`): from its
- * publication to this instance's reader (`read`, the reader's lag), or to a running handler's
- * abort (`abort`).
- */
-export function recordCancelDelay(bus: string, stage: 'read' | 'abort', ms: number): void {
-  meter().cancelDelay.record(Math.max(0, ms), {
-    'messaging.destination.name': bus,
-    'ctxflow.kafka.cancel.stage': stage,
-  });
 }

@@ -4,6 +4,13 @@
  * the codecs, header names and status tables are the wire format of docs/wire-format.md. ctxflow's
  * own adapters use exactly this entry point.
  */
+
+export {
+  type CancelChannel,
+  type CancelListener,
+  CancelRegistry,
+  type CancelRegistryOptions,
+} from './cancel.ts';
 export {
   CANCEL_REASON_HEADER,
   DEADLINE_HEADER,
@@ -46,13 +53,13 @@ export { acceptInbound, type InboundCall, type InboundOptions, narrowInbound } f
 export {
   BUDGET_BUCKETS_MS,
   type CauseSource,
+  causeAttribute,
   countEnded,
-  countKafkaMessage,
   countOutlived,
   countShed,
   hopAttributes,
+  lazyInstruments,
   recordArrival,
-  recordCancelDelay,
   type Transport,
 } from './metrics.ts';
 export { isTracingSuppressed, rpcServerSpan } from './otel-keys.ts';

@@ -4,14 +4,16 @@ import type { Consumer, IHeaders, Kafka, Producer } from 'kafkajs';
 import type { Cause } from '../../sdk/index.ts';
 import {
   CANCEL_REASON_HEADER,
+  type CancelChannel,
+  CancelRegistry,
   DEFAULT_MAX_INBOUND_MS,
   decodeCause,
   decodeRequestId,
   encodeCause,
   REQUEST_ID_HEADER,
-  recordCancelDelay,
 } from '../../sdk/wire.ts';
 import { headersGetter, manage } from './headers.ts';
+import { countCancelDropped, recordCancelDelay } from './metrics.ts';
 
 /** How the cancel bus is set up; every field has a default. */
 export interface CancelBusOptions {
@@ -32,25 +34,19 @@ export interface CancelBusOptions {
   catchUpTimeoutMs?: number;
 }
 
-/** Told of every cancel event: the request id and the cause it was cancelled with. */
-export type CancelListener = (requestId: string, cause: Cause, publishedAt: number) => void;
-
 /**
  * A Kafka topic that carries cancellations from producers to every consumer instance. Producers
  * publish a cancel event when a context they sent under is cancelled; each process reads the
  * whole bus with a reader of its own (a consumer group unique to the instance, no offsets
  * committed), starting `horizonMs` back (offsets by timestamp), so every instance learns every
- * cancellation that can still matter, including those from before it started.
+ * cancellation that can still matter, including those from before it started. Kafka's
+ * `CancelChannel`.
  */
-export class CancelBus {
+export class CancelBus extends CancelRegistry implements CancelChannel {
   readonly topic: string;
   readonly horizonMs: number;
   readonly #kafka: Kafka;
   readonly #options: CancelBusOptions;
-  readonly #maxEntries: number;
-  // Insertion-ordered, so the oldest entry is the first: pruning stops at the first live one.
-  readonly #cancelled = new Map<string, { cause: Cause; expires: number }>();
-  readonly #listeners = new Set<CancelListener>();
   #producer: Producer | undefined;
   #producerReady: Promise<void> | undefined;
   #reader: Consumer | undefined;
@@ -59,11 +55,12 @@ export class CancelBus {
   #stopped = false;
 
   constructor(kafka: Kafka, options: CancelBusOptions = {}) {
+    const horizonMs = options.horizonMs ?? DEFAULT_MAX_INBOUND_MS;
+    super({ horizonMs, maxEntries: options.maxEntries ?? 100_000 });
+    this.horizonMs = horizonMs;
     this.#kafka = kafka;
     this.#options = options;
     this.topic = options.topic ?? 'ctxflow.cancel';
-    this.horizonMs = options.horizonMs ?? DEFAULT_MAX_INBOUND_MS;
-    this.#maxEntries = options.maxEntries ?? 100_000;
   }
 
   /** Publishes that the context sent as `requestId` ended with `cause`; does nothing once stopped. */
@@ -98,44 +95,6 @@ export class CancelBus {
     return this.#started;
   }
 
-  /** The cause a request was cancelled with, if a cancel event for it was read and has not expired. */
-  cancelled(requestId: string): Cause | undefined {
-    const entry = this.#cancelled.get(requestId);
-    if (entry === undefined) return undefined;
-    if (entry.expires > Date.now()) return entry.cause;
-    this.#cancelled.delete(requestId);
-    return undefined;
-  }
-
-  /** How many cancelled ids are remembered now. */
-  get size(): number {
-    return this.#cancelled.size;
-  }
-
-  /** Registers a listener for cancel events; returns a function that removes it. */
-  onCancel(listener: CancelListener): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
-  }
-
-  /** Records a cancel event (as read from the bus, published at `publishedAt`) and tells the listeners. */
-  record(requestId: string, cause: Cause, publishedAt = Date.now()): void {
-    const now = Date.now();
-    this.#cancelled.delete(requestId);
-    this.#cancelled.set(requestId, { cause, expires: now + this.horizonMs });
-    for (const [id, entry] of this.#cancelled) {
-      if (entry.expires > now && this.#cancelled.size <= this.#maxEntries) break;
-      this.#cancelled.delete(id);
-    }
-    for (const listener of this.#listeners) {
-      try {
-        listener(requestId, cause, publishedAt);
-      } catch (error) {
-        diag.error('ctxflow: cancel listener threw', error);
-      }
-    }
-  }
-
   /** Stops the reader and disconnects the publishing side. */
   async stop(): Promise<void> {
     this.#stopped = true;
@@ -151,7 +110,11 @@ export class CancelBus {
   async #connectProducer(): Promise<void> {
     const producer = manage(this.#kafka.producer({ allowAutoTopicCreation: true }));
     this.#producer = producer;
-    await producer.connect();
+    // A broker down now must not fail every later publish: the next one connects again.
+    await producer.connect().catch((error: unknown) => {
+      this.#producerReady = undefined;
+      throw error;
+    });
   }
 
   /**
@@ -244,7 +207,10 @@ export class CancelBus {
   #read(headers: IHeaders, publishedAt: number): void {
     const requestId = decodeRequestId(headersGetter.get(headers, REQUEST_ID_HEADER));
     const cause = decodeCause(headersGetter.get(headers, CANCEL_REASON_HEADER));
-    if (requestId === undefined || cause === undefined) return;
+    if (requestId === undefined || cause === undefined) {
+      countCancelDropped(this.topic);
+      return;
+    }
     // The reader's lag: from the cancel's publication (the broker's timestamp) to this instance.
     if (Number.isFinite(publishedAt)) recordCancelDelay(this.topic, 'read', Date.now() - publishedAt);
     this.record(requestId, cause, publishedAt);

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  type Attributes,
   type Context as OtelContext,
   context as otel,
   ROOT_CONTEXT,
@@ -8,13 +9,23 @@ import {
   SpanStatusCode,
   trace,
 } from '@opentelemetry/api';
-import type { Batch, Consumer, ConsumerRunConfig, IHeaders, KafkaMessage, Producer } from 'kafkajs';
+import type {
+  Batch,
+  Consumer,
+  ConsumerRunConfig,
+  EachBatchPayload,
+  EachMessagePayload,
+  IHeaders,
+  KafkaMessage,
+  Producer,
+} from 'kafkajs';
 import {
   background,
   type CancelableContext,
   type Cause,
   type Context,
   setContext,
+  withCancel,
   withDeadline,
 } from '../../sdk/index.ts';
 import type { Shutdown } from '../../sdk/resilience/index.ts';
@@ -22,9 +33,8 @@ import {
   ATTR_BUDGET_ARRIVAL,
   acceptInbound,
   CANCEL_REASON_HEADER,
+  type CancelChannel,
   countEnded,
-  countKafkaMessage,
-  countShed,
   decodeRequestId,
   encodeCause,
   errorFor,
@@ -32,12 +42,11 @@ import {
   type InboundOptions,
   REQUEST_ID_HEADER,
   recordArrival,
-  recordCancelDelay,
   traceEnd,
   traceInbound,
 } from '../../sdk/wire.ts';
-import type { CancelBus } from './bus.ts';
-import { headersGetter, manage } from './headers.ts';
+import { headersGetter, manage, yielded } from './headers.ts';
+import { countMessage, recordCancelDelay } from './metrics.ts';
 
 /** Span attribute: what became of a message (`handled`, `dead-lettered`, `skipped`). */
 export const ATTR_OUTCOME = 'ctxflow.kafka.outcome';
@@ -93,8 +102,8 @@ export interface ConsumerOptions
   deadLetterProducer?: Producer;
   /** The dead-letter topic for a message of `topic`. Default `${topic}.dead-letter`. */
   deadLetterTopic?: (topic: string) => string;
-  /** Cancel events: handlers of a cancelled request are cancelled, its queued messages skipped. */
-  cancelBus?: CancelBus;
+  /** Cancel events (a `CancelBus`, or any `CancelChannel`): handlers of a cancelled request are cancelled, its queued messages refused. */
+  cancelBus?: CancelChannel;
   /** How often a running handler's heartbeat is sent (and a rebalance noticed), in ms. Default 1000. */
   heartbeatIntervalMs?: number;
   /**
@@ -147,10 +156,12 @@ class Redeliver extends Error {
   override readonly name = 'Redeliver';
 }
 
+/** Work running now, stopped by a rebalance or a stop; a request's cancel through the bus reaches it by id. */
 interface Running {
   readonly ctx: CancelableContext;
   readonly requestId: string | undefined;
-  readonly heartbeat: () => Promise<void>;
+  /** kafkajs's heartbeat while it runs longer than the interval; none for a message inside a batch handler. */
+  readonly heartbeat: (() => Promise<void>) | undefined;
   readonly since: number;
   redeliver: boolean;
 }
@@ -168,52 +179,70 @@ interface Delivery {
   readonly batch: Batch | undefined;
 }
 
+/** A message taken from the queue with its context built: handed over, or not (`refused`). */
+interface Arrival {
+  readonly topic: string;
+  readonly partition: number;
+  readonly message: KafkaMessage;
+  readonly requestId: string | undefined;
+  readonly attributes: Attributes;
+  readonly budgetMs: number | undefined;
+  readonly span: Span | undefined;
+  /** The span is kafkajs instrumentation's, which ends it. */
+  readonly instrumented: boolean;
+  ctx: CancelableContext;
+  otelContext: OtelContext;
+  /** Handed over although expired or cancelled (`onExpired` `process`, or init()'s ended context). */
+  expired: boolean;
+}
+
+/**
+ * What a consumer's lifecycle is told: by `consumer()` from its options, by `init()`'s kafkajs
+ * hook from init's (docs/init.md says where the two differ).
+ */
+export interface Lifecycle {
+  readonly inbound: InboundOptions;
+  readonly budgetMs: number;
+  /** `ended`: handed to the handler in its context already ended (init() without a dead-letter topic). */
+  readonly onExpired: ExpiryPolicy | 'ended';
+  readonly retries: number;
+  readonly backoffMs: number;
+  /** After the retries: dead-letter the message, or throw to kafkajs (its retries and error path). */
+  readonly failed: 'dead-letter' | 'throw';
+  readonly heartbeatMs: number;
+  readonly deadLetterTopic: (topic: string) => string;
+  readonly deadLetters: () => Promise<Producer>;
+  readonly bus: CancelChannel | undefined;
+  readonly shutdown: Shutdown | undefined;
+}
+
 const REBALANCE_ERRORS = new Set(['REBALANCE_IN_PROGRESS', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID']);
 // A proxy: it takes up the real tracer whenever a tracing SDK registers one.
 const tracer = trace.getTracer('ctxflow/kafka');
+// The context of each message of a batch handed whole to an unchanged eachBatch handler (init()).
+const contexts = new WeakMap<KafkaMessage, Context>();
 
 /**
- * Wraps a kafkajs consumer: each message's handler runs in a context rebuilt from its headers,
- * with a deadline that is the earliest of the message's (`prefer: 'deadline'`, bounded against
- * clock skew) and the per-message budget. Expired or cancelled messages follow `onExpired`;
- * failed handlers are retried, then dead-lettered. Offsets are committed only once a message is
- * handled, skipped by policy or dead-lettered; handlers stopped by a stop or a rebalance leave
- * theirs uncommitted, so the message is handled again by the partition's next owner.
+ * The context of a message of the batch an `eachBatch` handler runs on under `init()`: its own
+ * deadline, cancelled through the cancel bus with its request, by a rebalance, and when the batch
+ * handler returns. Undefined for any other message.
  */
-export function consumer(inner: Consumer, options: ConsumerOptions = {}): ContextConsumer {
-  manage(inner);
-  // A handler that keeps failing ends in the dead-letter topic whatever `onExpired` says: without
-  // a producer for it the consumer could only stall on that message.
-  const dlq: Producer | undefined = options.deadLetterProducer;
-  if (dlq === undefined) throw new TypeError('ctxflow/kafka: consumer() needs deadLetterProducer');
-  const deadLetters: Producer = dlq;
-  const budgetMs = Math.min(
-    options.budgetMs ?? 30_000,
-    options.sessionTimeout ?? 30_000,
-    options.rebalanceTimeout ?? 60_000,
-  );
-  const inbound: InboundOptions = {
-    prefer: 'deadline',
-    budgetMs,
-    maxInboundMs: options.maxInboundMs,
-    skewAllowanceMs: options.skewAllowanceMs,
-    ignoreInboundDeadline: options.ignoreInboundDeadline,
-    trustInbound: options.trustInbound,
-  };
-  const onExpired = options.onExpired ?? 'dead-letter';
-  const retries = options.retries ?? 2;
-  const backoffMs = options.retryBackoffMs ?? 100;
-  const heartbeatMs = options.heartbeatIntervalMs ?? 1000;
-  const deadLetterTopic = options.deadLetterTopic ?? ((topic: string) => `${topic}.dead-letter`);
-  const bus = options.cancelBus;
+export function contextOf(message: KafkaMessage): Context | undefined {
+  return contexts.get(message);
+}
+
+/**
+ * The per-message lifecycle of a consumer, shared by `consumer()` and `init()`: each message's
+ * context, the expiry policy, the cancel bus, rebalances, heartbeats of long handlers, retries and
+ * dead letters, counting and tracing.
+ */
+function lifecycle(inner: Consumer, policy: Lifecycle) {
+  const { bus, onExpired, shutdown: coordinator } = policy;
+  const deadLetterInbound: InboundOptions = { ...policy.inbound, trustInbound: false };
   const running = new Set<Running>();
   let groupId = '';
-  inner.on(inner.events.GROUP_JOIN, (event) => {
-    groupId = event.payload.groupId;
-  });
-  // kafkajs revokes every partition on a rebalance (eager protocol): every running handler's
-  // message may now belong to another instance.
-  inner.on(inner.events.REBALANCING, () => stopAll({ code: 'rebalance' }));
+  let beat: NodeJS.Timeout | undefined;
+  let unsubscribe: (() => void) | undefined;
 
   function stopAll(cause: Cause): void {
     for (const entry of running) stopOne(entry, cause);
@@ -224,83 +253,177 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     entry.ctx.cancel(cause);
   }
 
-  // On shutdown kafkajs's own stop starts no further message and lets the running ones finish,
-  // committing each batch's handled offsets before it leaves the group; the drain awaits it.
-  const coordinator = options.shutdown;
-  let stopping: Promise<void> | undefined;
-  coordinator?.onStop(() => {
-    stopping = inner.stop();
-    return stopping;
-  });
-  coordinator?.onDrain(async () => {
-    try {
-      await stopping;
-    } finally {
-      await disconnect();
-    }
-  });
-
   // One timer for the whole consumer, not one per message: it heartbeats for the handlers that
   // have run longer than the interval (kafkajs only heartbeats between messages), which also
   // notices a rebalance.
-  let beat: NodeJS.Timeout | undefined;
   const heartbeatLongRunning = () => {
-    const due = performance.now() - heartbeatMs;
+    const due = performance.now() - policy.heartbeatMs;
     for (const entry of running) {
-      if (entry.since > due) continue;
+      if (entry.since > due || entry.heartbeat === undefined) continue;
       entry.heartbeat().catch((error: { type?: string }) => {
         if (REBALANCE_ERRORS.has(error?.type ?? '')) stopAll({ code: 'rebalance' });
       });
     }
   };
 
-  const unsubscribe = bus?.onCancel((requestId, cause, publishedAt) => {
-    for (const entry of running) {
-      if (entry.requestId !== requestId) continue;
-      entry.ctx.cancel(cause);
-      // From the cancel's publication to the running handler's abort, on this instance.
-      recordCancelDelay(bus.topic, 'abort', Date.now() - publishedAt);
+  let listening = false;
+  /** Before the first run: the bus read to its end, the group's events watched, the heartbeat timer. */
+  async function start(): Promise<void> {
+    if (!listening) {
+      listening = true;
+      inner.on(inner.events.GROUP_JOIN, (event) => {
+        groupId = event.payload.groupId;
+      });
+      // kafkajs revokes every partition on a rebalance (eager protocol): every running handler's
+      // message may now belong to another instance.
+      inner.on(inner.events.REBALANCING, () => stopAll({ code: 'rebalance' }));
     }
-  });
+    unsubscribe ??= bus?.onCancel((requestId, cause, publishedAt) => {
+      for (const entry of running) {
+        if (entry.requestId !== requestId) continue;
+        entry.ctx.cancel(cause);
+        // From the cancel's publication to the running handler's abort, on this instance.
+        recordCancelDelay(bus.topic, 'abort', Date.now() - publishedAt);
+      }
+    });
+    if (bus !== undefined) await bus.start();
+    if (beat === undefined) {
+      beat = setInterval(heartbeatLongRunning, policy.heartbeatMs);
+      beat.unref();
+    }
+  }
 
-  async function deadLetter(
-    topic: string,
-    partition: number,
-    message: KafkaMessage,
-    cause: Cause,
-    attempts: number,
-  ): Promise<void> {
+  /** At a stop or disconnect: running handlers cancelled with `shutdown`, for redelivery. */
+  function end(disconnecting: boolean): void {
+    clearInterval(beat);
+    beat = undefined;
+    stopAll({ code: 'shutdown' });
+    if (!disconnecting) return;
+    unsubscribe?.();
+    unsubscribe = undefined;
+  }
+
+  async function deadLetter(arrival: Arrival, cause: Cause, attempts: number): Promise<void> {
+    const { topic, partition, message } = arrival;
     const headers = deadLetterHeaders(
       message,
       cause,
       `${groupId} ${topic}/${partition}@${message.offset}`,
       attempts,
     );
+    const producer = await policy.deadLetters();
     // The message's own context is over: the dead letter is sent from the root context.
     await otel.with(ROOT_CONTEXT, () =>
       background().run(() =>
-        deadLetters.send({
-          topic: deadLetterTopic(topic),
+        producer.send({
+          topic: policy.deadLetterTopic(topic),
           messages: [{ key: message.key, value: message.value, headers, timestamp: message.timestamp }],
         }),
       ),
     );
+    countMessage(topic, 'dead-lettered', cause.code);
   }
 
-  async function unhandled(
+  /** Builds a message's context and records its arrival. */
+  function accept(
     topic: string,
     partition: number,
     message: KafkaMessage,
-    cause: Cause,
-  ): Promise<Outcome> {
-    if (onExpired === 'skip' || (onExpired === 'process' && cause.code !== 'deadline_exceeded')) {
-      countKafkaMessage(topic, 'skipped', cause.code);
-      return 'skipped';
-    }
-    await deadLetter(topic, partition, message, cause, 0);
-    countKafkaMessage(topic, 'dead-lettered', cause.code);
-    return 'dead-lettered';
+    base: OtelContext,
+    traced: boolean,
+  ): Arrival {
+    const headers = message.headers ?? {};
+    // A dead letter's request has ended by definition: its handling is not expired or cancelled again.
+    const deadLetter = headers[DEAD_LETTER_AT_HEADER] !== undefined;
+    const requestId = deadLetter ? undefined : decodeRequestId(headersGetter.get(headers, REQUEST_ID_HEADER));
+    const options = deadLetter ? deadLetterInbound : policy.inbound;
+    const call = otel.with(base, () => acceptInbound(headers, headersGetter, options));
+    const attributes = hopAttributes('kafka', topic);
+    recordArrival(attributes, call.budgetMs);
+    // kafkajs instrumentation already runs eachMessage under a process span of its own: ours go
+    // on it, and it ends it.
+    const instrumented = trace.getSpan(base) !== undefined;
+    const span = !traced
+      ? undefined
+      : instrumented
+        ? trace.getSpan(base)
+        : startSpan(topic, partition, message, call.otelContext);
+    return {
+      topic,
+      partition,
+      message,
+      requestId,
+      attributes,
+      budgetMs: call.budgetMs,
+      span,
+      instrumented,
+      ctx: call.ctx,
+      otelContext: span === undefined ? call.otelContext : trace.setSpan(call.otelContext, span),
+      expired: false,
+    };
   }
+
+  /**
+   * Applies the expiry policy to a message cancelled through the bus or expired in the queue: the
+   * outcome when it is not handed over; undefined when it is (its context and `expired` updated).
+   */
+  async function refuse(arrival: Arrival): Promise<Outcome | undefined> {
+    const cancelled = arrival.requestId === undefined ? undefined : bus?.cancelled(arrival.requestId);
+    const ctx = arrival.ctx;
+    if (cancelled === undefined && !ctx.done) return undefined;
+    const cause = cancelled ?? ctx.cause ?? { code: 'deadline_exceeded' };
+    if (cancelled === undefined) arrival.span?.setAttribute(ATTR_BUDGET_ARRIVAL, 0);
+    if (onExpired === 'ended' || (onExpired === 'process' && cancelled === undefined)) {
+      arrival.expired = true;
+      countMessage(arrival.topic, 'expired', cause.code);
+      if (onExpired === 'ended') {
+        ctx.cancel(cause);
+        return undefined;
+      }
+      ctx.cancel();
+      arrival.ctx = withDeadline(background(), Date.now() + policy.budgetMs);
+      arrival.otelContext = setContext(arrival.otelContext, arrival.ctx);
+      return undefined;
+    }
+    ctx.cancel();
+    // A message never handled still shows in the trace, with its cause.
+    const span = arrival.span;
+    if (span !== undefined) traceEnd(span, errorFor(cause));
+    let outcome: Outcome = 'skipped';
+    if (onExpired === 'skip' || onExpired === 'process') countMessage(arrival.topic, 'skipped', cause.code);
+    else {
+      await deadLetter(arrival, cause, 0);
+      outcome = 'dead-lettered';
+    }
+    span?.setAttribute(ATTR_OUTCOME, outcome);
+    if (!arrival.instrumented) span?.end();
+    return outcome;
+  }
+
+  /** Registers a message's work as running, traced; returns what ends it. */
+  function begin(arrival: Arrival, heartbeat: (() => Promise<void>) | undefined): Running {
+    const entry: Running = {
+      ctx: arrival.ctx,
+      requestId: arrival.requestId,
+      heartbeat,
+      since: performance.now(),
+      redeliver: false,
+    };
+    running.add(entry);
+    const untrace = traceInbound(arrival.span, arrival.ctx, arrival.budgetMs);
+    finishers.set(entry, () => {
+      running.delete(entry);
+      const cause = entry.ctx.cause;
+      if (cause !== undefined) countEnded(arrival.attributes, cause.code);
+      // The release after the message's work is no cancellation: the span is no longer watching.
+      untrace();
+      entry.ctx.cancel();
+      if (!arrival.instrumented) arrival.span?.end();
+    });
+    return entry;
+  }
+  const finishers = new WeakMap<Running, () => void>();
+  const finish = (entry: Running) => finishers.get(entry)?.();
 
   async function handle(delivery: Delivery): Promise<Outcome> {
     if (coordinator === undefined) return handleAdmitted(delivery);
@@ -317,50 +440,18 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
   /** Handles one message; `admission`'s end (the shutdown's grace running out) stops its handler for redelivery. */
   async function handleAdmitted(delivery: Delivery, admission?: Context): Promise<Outcome> {
     const { handler, topic, partition, message, heartbeat, batch } = delivery;
-    const headers = message.headers ?? {};
-    const requestId = decodeRequestId(headersGetter.get(headers, REQUEST_ID_HEADER));
     // In eachBatch the active context is kafkajs instrumentation's receive span, not the message's.
-    const base = batch === undefined ? otel.active() : ROOT_CONTEXT;
-    const call =
-      batch === undefined
-        ? acceptInbound(headers, headersGetter, inbound)
-        : otel.with(base, () => acceptInbound(headers, headersGetter, inbound));
-    let ctx = call.ctx;
-    let otelContext = call.otelContext;
-    let expired = false;
-    const attributes = hopAttributes('kafka', topic);
-    recordArrival(attributes, call.budgetMs);
-    // kafkajs instrumentation already runs eachMessage under a process span of its own: ours go
-    // on it, and it ends it.
-    const instrumented = batch === undefined && trace.getSpan(base) !== undefined;
-    const span = instrumented ? trace.getSpan(base) : startSpan(topic, partition, message, otelContext);
-    if (span !== undefined) otelContext = trace.setSpan(otelContext, span);
-    // A message never handled (cancelled or expired in the queue) still shows in the trace, with its cause.
-    const notHandled = async (cause: Cause): Promise<Outcome> => {
-      if (span !== undefined) traceEnd(span, errorFor(cause));
-      const outcome = await unhandled(topic, partition, message, cause);
-      span?.setAttribute(ATTR_OUTCOME, outcome);
-      if (!instrumented) span?.end();
-      return outcome;
-    };
-    const cancelled = requestId === undefined ? undefined : bus?.cancelled(requestId);
-    if (cancelled !== undefined) {
-      ctx.cancel();
-      countShed(attributes);
-      return notHandled(cancelled);
-    }
-    if (ctx.done) {
-      const cause = ctx.cause ?? { code: 'deadline_exceeded' };
-      countShed(attributes);
-      span?.setAttribute(ATTR_BUDGET_ARRIVAL, 0);
-      if (onExpired !== 'process') return notHandled(cause);
-      expired = true;
-      ctx = withDeadline(background(), Date.now() + budgetMs);
-      otelContext = setContext(otelContext, ctx);
-    }
-    const untrace = traceInbound(span, ctx, call.budgetMs);
-    const entry: Running = { ctx, requestId, heartbeat, since: performance.now(), redeliver: false };
-    running.add(entry);
+    const arrival = accept(
+      topic,
+      partition,
+      message,
+      batch === undefined ? otel.active() : ROOT_CONTEXT,
+      true,
+    );
+    const refused = await refuse(arrival);
+    if (refused !== undefined) return refused;
+    const { ctx, otelContext, requestId, expired, span } = arrival;
+    const entry = begin(arrival, heartbeat);
     const unadmit = admission?.onDone((error) => stopOne(entry, error.cause));
     let attempts = 0;
     try {
@@ -373,47 +464,159 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
           span?.setStatus({ code: SpanStatusCode.OK });
           span?.setAttribute(ATTR_OUTCOME, 'handled');
           return 'handled';
-        } catch {
+        } catch (error) {
+          if (policy.failed === 'throw') throw error;
           if (entry.redeliver) throw new Redeliver(`handler stopped: ${ctx.cause?.code}`);
           const cause = ctx.cause;
-          if (cause !== undefined || attempts > retries) {
+          if (cause !== undefined || attempts > policy.retries) {
             span?.setStatus({ code: SpanStatusCode.ERROR, message: cause?.code ?? 'error' });
-            const reason = cause ?? { code: 'error' };
-            await deadLetter(topic, partition, message, reason, attempts);
-            countKafkaMessage(topic, 'dead-lettered', reason.code);
+            await deadLetter(arrival, cause ?? { code: 'error' }, attempts);
             span?.setAttribute(ATTR_OUTCOME, 'dead-lettered');
             return 'dead-lettered';
           }
-          await sleep(backoffMs, undefined, { signal: ctx.signal }).catch(() => {});
+          await sleep(policy.backoffMs, undefined, { signal: ctx.signal }).catch(() => {});
           if (entry.redeliver) throw new Redeliver(`handler stopped: ${ctx.cause?.code}`);
         }
       }
     } finally {
       unadmit?.();
-      running.delete(entry);
-      const cause = ctx.cause;
-      if (cause !== undefined) countEnded(attributes, cause.code);
-      // The release after the message's work is no cancellation: the span is no longer watching.
-      untrace();
-      ctx.cancel();
-      if (!instrumented) span?.end();
+      finish(entry);
     }
   }
+
+  /**
+   * Runs an unchanged eachBatch handler (init()) on kafkajs's payload: messages refused by the
+   * expiry policy left out of the batch it gets, each other message with its own context
+   * (`contextOf`), the handler in a context ending at the earliest of their deadlines.
+   */
+  async function handleBatch(
+    payload: EachBatchPayload,
+    handler: (payload: EachBatchPayload) => Promise<void>,
+  ): Promise<void> {
+    const { batch } = payload;
+    // A batch of control records only: nothing to build a context from.
+    if (batch.messages.length === 0) return handler(payload);
+    const live: KafkaMessage[] = [];
+    const entries: Running[] = [];
+    let deadline = Infinity;
+    try {
+      for (const message of batch.messages) {
+        const arrival = accept(batch.topic, batch.partition, message, ROOT_CONTEXT, false);
+        if ((await refuse(arrival)) !== undefined) continue;
+        live.push(message);
+        entries.push(begin(arrival, undefined));
+        contexts.set(message, arrival.ctx);
+        deadline = Math.min(deadline, arrival.ctx.deadline ?? Infinity);
+      }
+      if (live.length === 0) {
+        // Every message was dead-lettered or skipped: the handler has nothing to do; their offsets are done.
+        for (const message of batch.messages) payload.resolveOffset(message.offset);
+        return;
+      }
+      const ctx = Number.isFinite(deadline) ? withDeadline(background(), deadline) : withCancel(background());
+      const whole: Running = {
+        ctx,
+        requestId: undefined,
+        heartbeat: payload.heartbeat,
+        since: performance.now(),
+        redeliver: false,
+      };
+      running.add(whole);
+      try {
+        const handed =
+          live.length === batch.messages.length ? payload : { ...payload, batch: withMessages(batch, live) };
+        await otel.with(setContext(otel.active(), ctx), () => handler(handed));
+      } finally {
+        running.delete(whole);
+        ctx.cancel();
+      }
+    } finally {
+      for (const entry of entries) finish(entry);
+    }
+  }
+
+  return {
+    start,
+    end,
+    handle,
+    handleBatch,
+    get running() {
+      return running.size;
+    },
+    coordinator,
+  };
+}
+
+/** The batch as the handler sees it: without the messages refused. */
+function withMessages(batch: Batch, messages: KafkaMessage[]): Batch {
+  return Object.create(batch, { messages: { value: messages, enumerable: true } }) as Batch;
+}
+
+/**
+ * Wraps a kafkajs consumer: each message's handler runs in a context rebuilt from its headers,
+ * with a deadline that is the earliest of the message's (`prefer: 'deadline'`, bounded against
+ * clock skew) and the per-message budget. Expired or cancelled messages follow `onExpired`;
+ * failed handlers are retried, then dead-lettered. Offsets are committed only once a message is
+ * handled, skipped by policy or dead-lettered; handlers stopped by a stop or a rebalance leave
+ * theirs uncommitted, so the message is handled again by the partition's next owner.
+ */
+export function consumer(inner: Consumer, options: ConsumerOptions = {}): ContextConsumer {
+  manage(inner);
+  // A handler that keeps failing ends in the dead-letter topic whatever `onExpired` says: without
+  // a producer for it the consumer could only stall on that message.
+  const dlq = options.deadLetterProducer;
+  if (dlq === undefined) throw new TypeError('ctxflow/kafka: consumer() needs deadLetterProducer');
+  const budgetMs = Math.min(
+    options.budgetMs ?? 30_000,
+    options.sessionTimeout ?? 30_000,
+    options.rebalanceTimeout ?? 60_000,
+  );
+  const life = lifecycle(inner, {
+    inbound: {
+      prefer: 'deadline',
+      budgetMs,
+      maxInboundMs: options.maxInboundMs,
+      skewAllowanceMs: options.skewAllowanceMs,
+      ignoreInboundDeadline: options.ignoreInboundDeadline,
+      trustInbound: options.trustInbound,
+    },
+    budgetMs,
+    onExpired: options.onExpired ?? 'dead-letter',
+    retries: options.retries ?? 2,
+    backoffMs: options.retryBackoffMs ?? 100,
+    failed: 'dead-letter',
+    heartbeatMs: options.heartbeatIntervalMs ?? 1000,
+    deadLetterTopic: options.deadLetterTopic ?? ((topic: string) => `${topic}.dead-letter`),
+    deadLetters: async () => dlq,
+    bus: options.cancelBus,
+    shutdown: options.shutdown,
+  });
+
+  // On shutdown kafkajs's own stop starts no further message and lets the running ones finish,
+  // committing each batch's handled offsets before it leaves the group; the drain awaits it.
+  let stopping: Promise<void> | undefined;
+  life.coordinator?.onStop(() => {
+    stopping = inner.stop();
+    return stopping;
+  });
+  life.coordinator?.onDrain(async () => {
+    try {
+      await stopping;
+    } finally {
+      await disconnect();
+    }
+  });
 
   const run = async (config: ContextRunConfig): Promise<void> => {
     const { eachMessage, eachBatch, ...rest } = config;
     if ((eachMessage === undefined) === (eachBatch === undefined))
       throw new TypeError('ctxflow/kafka: run needs exactly one of eachMessage and eachBatch');
-    if (bus !== undefined) await bus.start();
-    if (beat === undefined) {
-      beat = setInterval(heartbeatLongRunning, heartbeatMs);
-      beat.unref();
-    }
+    await life.start();
     if (eachMessage !== undefined) {
       return inner.run({
         ...rest,
         eachMessage: async ({ topic, partition, message, heartbeat }) => {
-          await handle({ handler: eachMessage, topic, partition, message, heartbeat, batch: undefined });
+          await life.handle({ handler: eachMessage, topic, partition, message, heartbeat, batch: undefined });
         },
       });
     }
@@ -431,7 +634,7 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
       }) => {
         for (const message of batch.messages) {
           if (!isRunning() || isStale()) return;
-          await handle({
+          await life.handle({
             handler: perMessage,
             topic: batch.topic,
             partition: batch.partition,
@@ -448,23 +651,68 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
   };
 
   const stop = async (): Promise<void> => {
-    clearInterval(beat);
-    beat = undefined;
-    stopAll({ code: 'shutdown' });
+    life.end(false);
     await inner.stop();
   };
 
   const disconnect = async (): Promise<void> => {
-    clearInterval(beat);
-    beat = undefined;
-    stopAll({ code: 'shutdown' });
-    unsubscribe?.();
+    life.end(true);
     await inner.disconnect();
   };
 
   const wrapped = Object.assign(Object.create(inner) as Consumer, { run, stop, disconnect });
   // A getter of its own: Object.assign would copy the count once, as a number.
-  return Object.defineProperty(wrapped, 'running', { get: () => running.size }) as ContextConsumer;
+  return Object.defineProperty(wrapped, 'running', { get: () => life.running }) as ContextConsumer;
+}
+
+/** What `instrumentConsumer` is told by `init()`. */
+export type InstrumentOptions = Pick<Lifecycle, 'inbound' | 'budgetMs' | 'deadLetters' | 'bus'> & {
+  /** Where expired and cancelled messages go; without, their handlers run in their ended contexts. */
+  deadLetterTopic: ((topic: string) => string) | undefined;
+};
+
+/**
+ * A kafkajs consumer whose `run` takes kafkajs's own handlers and gives them the lifecycle of
+ * `consumer()` (init()'s hook): each eachMessage handler in its message's context, an eachBatch
+ * handler in the earliest deadline of its batch with each message's context from `contextOf`;
+ * kafkajs's retries and error path for failing handlers. Wrapped again by `consumer()`, it leaves
+ * the context to that one.
+ */
+export function instrumentConsumer(inner: Consumer, options: InstrumentOptions): Consumer {
+  const life = lifecycle(inner, {
+    ...options,
+    onExpired: options.deadLetterTopic === undefined ? 'ended' : 'dead-letter',
+    deadLetterTopic: options.deadLetterTopic ?? String,
+    retries: 0,
+    backoffMs: 0,
+    failed: 'throw',
+    heartbeatMs: 1000,
+    shutdown: undefined,
+  });
+  const wrapped: Consumer = Object.assign(Object.create(inner) as Consumer, {
+    async run(config?: ConsumerRunConfig): Promise<void> {
+      if (config === undefined || yielded(wrapped)) return inner.run(config);
+      await life.start();
+      const { eachMessage, eachBatch } = config;
+      return inner.run({
+        ...config,
+        ...(eachMessage && {
+          eachMessage: (payload: EachMessagePayload) =>
+            life.handle({ ...payload, handler: () => eachMessage(payload), batch: undefined }).then(() => {}),
+        }),
+        ...(eachBatch && { eachBatch: (payload: EachBatchPayload) => life.handleBatch(payload, eachBatch) }),
+      });
+    },
+    async stop(): Promise<void> {
+      life.end(false);
+      await inner.stop();
+    },
+    async disconnect(): Promise<void> {
+      life.end(true);
+      await inner.disconnect();
+    },
+  });
+  return wrapped;
 }
 
 /** A process span per message, child of the producer's span and linked to it. */

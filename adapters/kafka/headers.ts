@@ -17,6 +17,14 @@ export function manage<T extends object>(client: T): T {
   return client;
 }
 
+/**
+ * Whether a client ctxflow wrapped has since been wrapped by an adapter again (`manage()` on the
+ * wrapper itself, not inherited from what it wraps): the outer one carries the context, this one passes through.
+ */
+export function yielded(client: object): boolean {
+  return Object.hasOwn(client, MANAGED);
+}
+
 function text(value: Buffer | string): string {
   return typeof value === 'string' ? value : value.toString('utf8');
 }

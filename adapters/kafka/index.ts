@@ -3,12 +3,14 @@
  * trace, the deadline (absolute and relative) and a request id; the consumer runs each message in
  * a context rebuilt from them; the cancel bus carries cancellations to every consumer instance.
  */
-export { CancelBus, type CancelBusOptions, type CancelListener, cancelBus } from './bus.ts';
+export type { CancelChannel, CancelListener } from '../../sdk/wire.ts';
+export { CancelBus, type CancelBusOptions, cancelBus } from './bus.ts';
 export {
   type ConsumerOptions,
   type ContextConsumer,
   type ContextRunConfig,
   consumer,
+  contextOf,
   DEAD_LETTER_AT_HEADER,
   DEAD_LETTER_ATTEMPTS_HEADER,
   DEAD_LETTER_FROM_HEADER,

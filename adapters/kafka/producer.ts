@@ -1,15 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { diag, context as otel, ROOT_CONTEXT } from '@opentelemetry/api';
-import type { Message, Producer, ProducerBatch, ProducerRecord, RecordMetadata } from 'kafkajs';
+import type { IHeaders, Message, Producer, ProducerBatch, ProducerRecord, RecordMetadata } from 'kafkajs';
 import { type Context, current } from '../../sdk/index.ts';
-import { type OutboundOptions, REQUEST_ID_HEADER } from '../../sdk/wire.ts';
-import type { CancelBus } from './bus.ts';
-import { contextHeaders, manage } from './headers.ts';
+import { type CancelChannel, type OutboundOptions, REQUEST_ID_HEADER } from '../../sdk/wire.ts';
+import { contextHeaders, manage, yielded } from './headers.ts';
 
 /** How the producer writes the context into each message. */
 export interface ProducerOptions extends Pick<OutboundOptions, 'reserveMs'> {
-  /** Where to publish a cancel event when a context that sent messages is cancelled. */
-  cancelBus?: CancelBus;
+  /** Where to publish a cancel event when a context that sent messages is cancelled (a `CancelBus`, or any `CancelChannel`). */
+  cancelBus?: CancelChannel;
 }
 
 // One id per context sent under, so every message of a request is named by one cancel event.
@@ -22,9 +21,11 @@ function newRequestId(): string {
 /**
  * Wraps a kafkajs producer so that every message sent carries the context of `current()`:
  * `traceparent`, `ctx-timeout` and `ctx-deadline` (absolute, so that time in the queue counts)
- * and `ctx-request-id`. Sending under a done context rejects with its error and sends nothing.
- * With a cancel bus, a context that sent messages and then ends with a cause other than plain
- * `cancelled` (its normal end) publishes a cancel event naming them. The other methods are the wrapped producer's.
+ * and `ctx-request-id`; headers the application set on a message are kept as set. Sending under a
+ * done context rejects with its error and sends nothing. With a cancel bus, a context that sent
+ * messages and then ends with a cause other than plain `cancelled` (its normal end) publishes a
+ * cancel event naming them. The other methods are the wrapped producer's. Wrapped again by
+ * `producer()` (or `init()`'s wrapper by an explicit one), it leaves the context to the outer one.
  */
 export function producer(inner: Producer, options: ProducerOptions = {}): Producer {
   manage(inner);
@@ -42,26 +43,28 @@ export function producer(inner: Producer, options: ProducerOptions = {}): Produc
 
   // The headers are the same for every message of a send: written once, copied per message.
   const decorate = (ctx: Context, messages: Message[]): Message[] => {
-    const ours = contextHeaders(ctx, outbound);
+    const ours: IHeaders = contextHeaders(ctx, outbound);
     ours[REQUEST_ID_HEADER] = requestIdFor(ctx);
     return messages.map((message) => ({
       ...message,
-      headers: message.headers === undefined ? ours : { ...message.headers, ...ours },
+      headers: message.headers === undefined ? ours : { ...ours, ...message.headers },
     }));
   };
 
   const send = async (record: ProducerRecord): Promise<RecordMetadata[]> => {
-    const ctx = current();
-    return inner.send({ ...record, messages: decorate(ctx, record.messages) });
+    if (yielded(wrapped)) return inner.send(record);
+    return inner.send({ ...record, messages: decorate(current(), record.messages) });
   };
 
   const sendBatch = async (batch: ProducerBatch): Promise<RecordMetadata[]> => {
+    if (yielded(wrapped)) return inner.sendBatch(batch);
     const ctx = current();
     const topicMessages = batch.topicMessages?.map((t) => ({ ...t, messages: decorate(ctx, t.messages) }));
     return inner.sendBatch({ ...batch, topicMessages });
   };
 
-  return Object.assign(Object.create(inner) as Producer, { send, sendBatch });
+  const wrapped = Object.assign(Object.create(inner) as Producer, { send, sendBatch });
+  return wrapped;
 }
 
 /**
@@ -69,7 +72,7 @@ export function producer(inner: Producer, options: ProducerOptions = {}): Produc
  * is the normal end of a request (`cancel()` without a cause, `using` leaving its scope), after
  * which the messages it sent are still meant to be handled.
  */
-function watch(ctx: Context, id: string, bus: CancelBus): void {
+function watch(ctx: Context, id: string, bus: CancelChannel): void {
   ctx.onDone(() => {
     const cause = ctx.cause;
     if (cause === undefined || cause.code === 'cancelled') return;
