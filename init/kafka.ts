@@ -138,6 +138,8 @@ export class KafkaContextInstrumentation extends InstrumentationBase<Instrumenta
         return deadLetters;
       },
       bus: shared?.bus,
+      // Often enough for kafkajs's own interval (its heartbeat() sends no more often than that).
+      heartbeatMs: Math.min(1000, config.heartbeatInterval ?? 1000),
     });
     shared?.share(made, wrapped);
     return wrapped;

@@ -61,25 +61,6 @@ export const DEAD_LETTER_FROM_HEADER = 'ctx-dead-letter-from';
 /** How many times the handler ran before the message was dead-lettered. */
 export const DEAD_LETTER_ATTEMPTS_HEADER = 'ctx-dead-letter-attempts';
 
-/**
- * A dead letter's headers: the message's own, its cause (`ctx-cancel-reason`), when, where from
- * (`group topic/partition@offset`) and after how many runs of the handler.
- */
-export function deadLetterHeaders(
-  message: KafkaMessage,
-  cause: Cause,
-  from: string,
-  attempts: number,
-): IHeaders {
-  return {
-    ...message.headers,
-    [CANCEL_REASON_HEADER]: encodeCause(cause),
-    [DEAD_LETTER_AT_HEADER]: String(Date.now()),
-    [DEAD_LETTER_FROM_HEADER]: from,
-    [DEAD_LETTER_ATTEMPTS_HEADER]: String(attempts),
-  };
-}
-
 /** How the consumer builds each message's context and what it does with the ones it cannot handle. */
 export interface ConsumerOptions
   extends Pick<
@@ -164,6 +145,8 @@ interface Running {
   readonly heartbeat: (() => Promise<void>) | undefined;
   readonly since: number;
   redeliver: boolean;
+  /** Ends its tracking once its work is over: counted, untraced, its context released. */
+  finish(): void;
 }
 
 type Outcome = 'handled' | 'skipped' | 'dead-lettered';
@@ -266,18 +249,15 @@ function lifecycle(inner: Consumer, policy: Lifecycle) {
     }
   };
 
-  let listening = false;
-  /** Before the first run: the bus read to its end, the group's events watched, the heartbeat timer. */
+  inner.on(inner.events.GROUP_JOIN, (event) => {
+    groupId = event.payload.groupId;
+  });
+  // kafkajs revokes every partition on a rebalance (eager protocol): every running handler's
+  // message may now belong to another instance.
+  inner.on(inner.events.REBALANCING, () => stopAll({ code: 'rebalance' }));
+
+  /** Before each run: the bus read to its end, its cancels listened to, the heartbeat timer. */
   async function start(): Promise<void> {
-    if (!listening) {
-      listening = true;
-      inner.on(inner.events.GROUP_JOIN, (event) => {
-        groupId = event.payload.groupId;
-      });
-      // kafkajs revokes every partition on a rebalance (eager protocol): every running handler's
-      // message may now belong to another instance.
-      inner.on(inner.events.REBALANCING, () => stopAll({ code: 'rebalance' }));
-    }
     unsubscribe ??= bus?.onCancel((requestId, cause, publishedAt) => {
       for (const entry of running) {
         if (entry.requestId !== requestId) continue;
@@ -303,14 +283,31 @@ function lifecycle(inner: Consumer, policy: Lifecycle) {
     unsubscribe = undefined;
   }
 
+  /** `inner` with `run`, and `stop`/`disconnect` that first stop what runs (kafkajs's other methods kept). */
+  function wrap<R>(run: R): Omit<Consumer, 'run'> & { run: R } {
+    return Object.assign(Object.create(inner) as Consumer, {
+      run,
+      stop: async () => {
+        end(false);
+        await inner.stop();
+      },
+      disconnect: async () => {
+        end(true);
+        await inner.disconnect();
+      },
+    });
+  }
+
   async function deadLetter(arrival: Arrival, cause: Cause, attempts: number): Promise<void> {
     const { topic, partition, message } = arrival;
-    const headers = deadLetterHeaders(
-      message,
-      cause,
-      `${groupId} ${topic}/${partition}@${message.offset}`,
-      attempts,
-    );
+    // The message's own headers, its cause, when, where from and after how many runs of its handler.
+    const headers: IHeaders = {
+      ...message.headers,
+      [CANCEL_REASON_HEADER]: encodeCause(cause),
+      [DEAD_LETTER_AT_HEADER]: String(Date.now()),
+      [DEAD_LETTER_FROM_HEADER]: `${groupId} ${topic}/${partition}@${message.offset}`,
+      [DEAD_LETTER_ATTEMPTS_HEADER]: String(attempts),
+    };
     const producer = await policy.deadLetters();
     // The message's own context is over: the dead letter is sent from the root context.
     await otel.with(ROOT_CONTEXT, () =>
@@ -401,29 +398,30 @@ function lifecycle(inner: Consumer, policy: Lifecycle) {
   }
 
   /** Registers a message's work as running, traced; returns what ends it. */
-  function begin(arrival: Arrival, heartbeat: (() => Promise<void>) | undefined): Running {
+  function begin(
+    arrival: Pick<Arrival, 'ctx' | 'requestId' | 'span' | 'attributes' | 'budgetMs' | 'instrumented'>,
+    heartbeat: (() => Promise<void>) | undefined,
+  ): Running {
+    const { ctx, requestId, span, attributes } = arrival;
+    const untrace = traceInbound(span, ctx, arrival.budgetMs);
     const entry: Running = {
-      ctx: arrival.ctx,
-      requestId: arrival.requestId,
+      ctx,
+      requestId,
       heartbeat,
       since: performance.now(),
       redeliver: false,
+      finish() {
+        running.delete(entry);
+        if (ctx.cause !== undefined) countEnded(attributes, ctx.cause.code);
+        // The release after the message's work is no cancellation: the span is no longer watching.
+        untrace();
+        ctx.cancel();
+        if (!arrival.instrumented) span?.end();
+      },
     };
     running.add(entry);
-    const untrace = traceInbound(arrival.span, arrival.ctx, arrival.budgetMs);
-    finishers.set(entry, () => {
-      running.delete(entry);
-      const cause = entry.ctx.cause;
-      if (cause !== undefined) countEnded(arrival.attributes, cause.code);
-      // The release after the message's work is no cancellation: the span is no longer watching.
-      untrace();
-      entry.ctx.cancel();
-      if (!arrival.instrumented) arrival.span?.end();
-    });
     return entry;
   }
-  const finishers = new WeakMap<Running, () => void>();
-  const finish = (entry: Running) => finishers.get(entry)?.();
 
   async function handle(delivery: Delivery): Promise<Outcome> {
     if (coordinator === undefined) return handleAdmitted(delivery);
@@ -480,7 +478,7 @@ function lifecycle(inner: Consumer, policy: Lifecycle) {
       }
     } finally {
       unadmit?.();
-      finish(entry);
+      entry.finish();
     }
   }
 
@@ -514,36 +512,34 @@ function lifecycle(inner: Consumer, policy: Lifecycle) {
         return;
       }
       const ctx = Number.isFinite(deadline) ? withDeadline(background(), deadline) : withCancel(background());
-      const whole: Running = {
-        ctx,
-        requestId: undefined,
-        heartbeat: payload.heartbeat,
-        since: performance.now(),
-        redeliver: false,
-      };
-      running.add(whole);
-      try {
-        const handed =
-          live.length === batch.messages.length ? payload : { ...payload, batch: withMessages(batch, live) };
-        await otel.with(setContext(otel.active(), ctx), () => handler(handed));
-      } finally {
-        running.delete(whole);
-        ctx.cancel();
-      }
+      const whole = begin(
+        {
+          ctx,
+          requestId: undefined,
+          span: undefined,
+          attributes: {},
+          budgetMs: undefined,
+          instrumented: true,
+        },
+        payload.heartbeat,
+      );
+      entries.push(whole);
+      const handed =
+        live.length === batch.messages.length ? payload : { ...payload, batch: withMessages(batch, live) };
+      await otel.with(setContext(otel.active(), ctx), () => handler(handed));
     } finally {
-      for (const entry of entries) finish(entry);
+      for (const entry of entries) entry.finish();
     }
   }
 
   return {
     start,
-    end,
     handle,
     handleBatch,
+    wrap,
     get running() {
       return running.size;
     },
-    coordinator,
   };
 }
 
@@ -595,15 +591,15 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
   // On shutdown kafkajs's own stop starts no further message and lets the running ones finish,
   // committing each batch's handled offsets before it leaves the group; the drain awaits it.
   let stopping: Promise<void> | undefined;
-  life.coordinator?.onStop(() => {
+  options.shutdown?.onStop(() => {
     stopping = inner.stop();
     return stopping;
   });
-  life.coordinator?.onDrain(async () => {
+  options.shutdown?.onDrain(async () => {
     try {
       await stopping;
     } finally {
-      await disconnect();
+      await wrapped.disconnect();
     }
   });
 
@@ -650,23 +646,16 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     });
   };
 
-  const stop = async (): Promise<void> => {
-    life.end(false);
-    await inner.stop();
-  };
-
-  const disconnect = async (): Promise<void> => {
-    life.end(true);
-    await inner.disconnect();
-  };
-
-  const wrapped = Object.assign(Object.create(inner) as Consumer, { run, stop, disconnect });
+  const wrapped = life.wrap(run);
   // A getter of its own: Object.assign would copy the count once, as a number.
   return Object.defineProperty(wrapped, 'running', { get: () => life.running }) as ContextConsumer;
 }
 
 /** What `instrumentConsumer` is told by `init()`. */
-export type InstrumentOptions = Pick<Lifecycle, 'inbound' | 'budgetMs' | 'deadLetters' | 'bus'> & {
+export type InstrumentOptions = Pick<
+  Lifecycle,
+  'inbound' | 'budgetMs' | 'deadLetters' | 'bus' | 'heartbeatMs'
+> & {
   /** Where expired and cancelled messages go; without, their handlers run in their ended contexts. */
   deadLetterTopic: ((topic: string) => string) | undefined;
 };
@@ -686,31 +675,20 @@ export function instrumentConsumer(inner: Consumer, options: InstrumentOptions):
     retries: 0,
     backoffMs: 0,
     failed: 'throw',
-    heartbeatMs: 1000,
     shutdown: undefined,
   });
-  const wrapped: Consumer = Object.assign(Object.create(inner) as Consumer, {
-    async run(config?: ConsumerRunConfig): Promise<void> {
-      if (config === undefined || yielded(wrapped)) return inner.run(config);
-      await life.start();
-      const { eachMessage, eachBatch } = config;
-      return inner.run({
-        ...config,
-        ...(eachMessage && {
-          eachMessage: (payload: EachMessagePayload) =>
-            life.handle({ ...payload, handler: () => eachMessage(payload), batch: undefined }).then(() => {}),
-        }),
-        ...(eachBatch && { eachBatch: (payload: EachBatchPayload) => life.handleBatch(payload, eachBatch) }),
-      });
-    },
-    async stop(): Promise<void> {
-      life.end(false);
-      await inner.stop();
-    },
-    async disconnect(): Promise<void> {
-      life.end(true);
-      await inner.disconnect();
-    },
+  const wrapped = life.wrap(async (config?: ConsumerRunConfig): Promise<void> => {
+    if (config === undefined || yielded(wrapped)) return inner.run(config);
+    await life.start();
+    const { eachMessage, eachBatch } = config;
+    return inner.run({
+      ...config,
+      ...(eachMessage && {
+        eachMessage: (payload: EachMessagePayload) =>
+          life.handle({ ...payload, handler: () => eachMessage(payload), batch: undefined }).then(() => {}),
+      }),
+      ...(eachBatch && { eachBatch: (payload: EachBatchPayload) => life.handleBatch(payload, eachBatch) }),
+    });
   });
   return wrapped;
 }

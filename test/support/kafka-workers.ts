@@ -16,9 +16,14 @@ export interface Worker {
   exited: boolean;
 }
 
-/** Starts a worker, with `env` added to its environment (e.g. libfaketime's). */
-export function startWorker(index: number, config: WorkerConfig, env: NodeJS.ProcessEnv = {}): Worker {
-  const args = ['--disable-warning=TimeoutNegativeWarning', WORKER, JSON.stringify(config)];
+/** Starts a worker (kafka-worker.ts unless another `script`), with `env` added to its environment (e.g. libfaketime's). */
+export function startWorker(
+  index: number,
+  config: WorkerConfig | object,
+  env: NodeJS.ProcessEnv = {},
+  script = WORKER,
+): Worker {
+  const args = ['--disable-warning=TimeoutNegativeWarning', script, JSON.stringify(config)];
   const child = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, ...env },
