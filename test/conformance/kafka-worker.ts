@@ -1,6 +1,7 @@
 /**
  * One consumer instance of a conformance wiring, in a process of its own: `explicit` (consumer()
- * with a cancel bus) or `init` (init() and an unchanged kafkajs consumer). Reports as JSON lines.
+ * with a cancel bus) or `init` (init() and an unchanged kafkajs consumer). Dead letters go to
+ * `<topic>.dead-letter`. Reports as JSON lines.
  */
 import type { KafkaMessage } from 'kafkajs';
 
@@ -18,7 +19,10 @@ const report = (event: object) => process.stdout.write(`${JSON.stringify(event)}
 
 if (config.wiring === 'init') {
   const { init } = await import('../../init/index.ts');
-  init({ tracing: false, kafka: { cancelBus: { topic: config.busTopic } } });
+  init({
+    tracing: false,
+    kafka: { cancelBus: { topic: config.busTopic }, deadLetterTopic: (topic) => `${topic}.dead-letter` },
+  });
 }
 const { current } = await import('../../sdk/index.ts');
 const { kafkaClient } = await import('../support/kafka.ts');
