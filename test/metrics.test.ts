@@ -379,3 +379,41 @@ test('Kafka: an expired message and a cancel through the bus, as the scrape show
     2,
   );
 });
+
+test('Kafka: malformed events on the cancel bus are dropped and counted, the valid one kept', async (t) => {
+  const brokers = kafkaBrokers(t);
+  if (brokers === undefined) return;
+  const client = kafkaClient(brokers);
+  const busTopic = uniqueTopic('metrics-bus-malformed');
+  await createTopics(client, [busTopic]);
+  const raw = client.producer();
+  await raw.connect();
+  t.after(() => raw.disconnect());
+  // Written by a client that is not ctxflow's: no headers, an invalid id, an unknown cause.
+  await raw.send({
+    topic: busTopic,
+    messages: [
+      { value: 'x' },
+      { value: 'x', headers: { 'ctx-request-id': 'not an id!', 'ctx-cancel-reason': 'client_disconnected' } },
+      { value: 'x', headers: { 'ctx-request-id': 'abcdef', 'ctx-cancel-reason': 'no such cause' } },
+      { value: 'x', headers: { 'ctx-request-id': 'valid-one', 'ctx-cancel-reason': 'client_disconnected' } },
+    ],
+  });
+  const bus = cancelBus(client, { topic: busTopic });
+  t.after(() => bus.stop());
+  await bus.start();
+  assert.deepEqual(bus.cancelled('valid-one'), { code: 'client_disconnected' });
+  assert.equal(bus.cancelled('abcdef'), undefined);
+  const families = await scrapeUntil(
+    (found) =>
+      count(family(found, 'ctxflow_kafka_cancel_dropped', '_total'), {
+        messaging_destination_name: busTopic,
+      }) === 3,
+  );
+  assert.equal(
+    count(family(families, 'ctxflow_kafka_cancel_dropped', '_total'), {
+      messaging_destination_name: busTopic,
+    }),
+    3,
+  );
+});

@@ -334,7 +334,10 @@ function lifecycle(inner: Consumer, policy: Lifecycle) {
     const deadLetter = headers[DEAD_LETTER_AT_HEADER] !== undefined;
     const requestId = deadLetter ? undefined : decodeRequestId(headersGetter.get(headers, REQUEST_ID_HEADER));
     const options = deadLetter ? deadLetterInbound : policy.inbound;
-    const call = otel.with(base, () => acceptInbound(headers, headersGetter, options));
+    const call =
+      base === otel.active()
+        ? acceptInbound(headers, headersGetter, options)
+        : otel.with(base, () => acceptInbound(headers, headersGetter, options));
     const attributes = hopAttributes('kafka', topic);
     recordArrival(attributes, call.budgetMs);
     // kafkajs instrumentation already runs eachMessage under a process span of its own: ours go
