@@ -107,11 +107,6 @@ export class KafkaContextInstrumentation extends InstrumentationBase<Instrumenta
   #consumer(made: Consumer, kafka: Kafka, config: ConsumerConfig): Consumer {
     const options = this.getConfig();
     const shared = this.#bus(kafka);
-    const budgetMs = Math.min(
-      options.budgetMs ?? 30_000,
-      config.sessionTimeout ?? 30_000,
-      config.rebalanceTimeout ?? 60_000,
-    );
     // Dead letters go through a producer of the consumer's own Kafka client, made at the first one.
     let deadLetters: Promise<Producer> | undefined;
     made.on(made.events.DISCONNECT, () => {
@@ -119,17 +114,17 @@ export class KafkaContextInstrumentation extends InstrumentationBase<Instrumenta
       deadLetters = undefined;
       producer?.then((p) => p.disconnect()).catch(() => {});
     });
-    const wrapped = instrumentConsumer(made, {
-      inbound: {
-        prefer: 'deadline',
-        budgetMs,
-        trustInbound: options.trustInbound,
-        maxInboundMs: options.maxInboundMs,
-        skewAllowanceMs: options.skewAllowanceMs,
+    const wrapped = instrumentConsumer(
+      made,
+      {
+        ...options,
+        sessionTimeout: config.sessionTimeout,
+        rebalanceTimeout: config.rebalanceTimeout,
+        // Often enough for kafkajs's own interval (its heartbeat() sends no more often than that).
+        heartbeatIntervalMs: Math.min(1000, config.heartbeatInterval ?? 1000),
+        cancelBus: shared?.bus,
       },
-      budgetMs,
-      deadLetterTopic: options.deadLetterTopic,
-      deadLetters: () => {
+      () => {
         deadLetters ??= (async () => {
           const producer = manage(kafka.producer());
           await producer.connect();
@@ -137,10 +132,7 @@ export class KafkaContextInstrumentation extends InstrumentationBase<Instrumenta
         })();
         return deadLetters;
       },
-      bus: shared?.bus,
-      // Often enough for kafkajs's own interval (its heartbeat() sends no more often than that).
-      heartbeatMs: Math.min(1000, config.heartbeatInterval ?? 1000),
-    });
+    );
     shared?.share(made, wrapped);
     return wrapped;
   }

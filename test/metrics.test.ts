@@ -389,13 +389,13 @@ test('Kafka: malformed events on the cancel bus are dropped and counted, the val
   const raw = client.producer();
   await raw.connect();
   t.after(() => raw.disconnect());
-  // Written by a client that is not ctxflow's: no headers, an invalid id, an unknown cause.
+  // Written by a client that is not ctxflow's: no headers, an invalid id, an invalid cause.
   await raw.send({
     topic: busTopic,
     messages: [
       { value: 'x' },
       { value: 'x', headers: { 'ctx-request-id': 'not an id!', 'ctx-cancel-reason': 'client_disconnected' } },
-      { value: 'x', headers: { 'ctx-request-id': 'abcdef', 'ctx-cancel-reason': 'no such cause' } },
+      { value: 'x', headers: { 'ctx-request-id': 'abcdef', 'ctx-cancel-reason': 'Not A Cause!' } },
       { value: 'x', headers: { 'ctx-request-id': 'valid-one', 'ctx-cancel-reason': 'client_disconnected' } },
     ],
   });

@@ -151,16 +151,10 @@ interface Running {
 
 type Outcome = 'handled' | 'skipped' | 'dead-lettered';
 
-/** One message to handle, as kafkajs delivered it. */
-interface Delivery {
-  readonly handler: MessageHandler;
-  readonly topic: string;
-  readonly partition: number;
-  readonly message: KafkaMessage;
-  readonly heartbeat: () => Promise<void>;
-  /** The batch it came in, under eachBatch. */
-  readonly batch: Batch | undefined;
-}
+/** One message to handle, as kafkajs delivered it (with its batch, under eachBatch), and its handler. */
+type Delivery = Pick<MessagePayload, 'topic' | 'partition' | 'message' | 'heartbeat' | 'batch'> & {
+  handler: MessageHandler;
+};
 
 /** A message taken from the queue with its context built: handed over, or not (`refused`). */
 interface Arrival {
@@ -180,23 +174,14 @@ interface Arrival {
 }
 
 /**
- * What a consumer's lifecycle is told: by `consumer()` from its options, by `init()`'s kafkajs
- * hook from init's (docs/init.md says where the two differ).
+ * What sets a lifecycle apart beyond the consumer's options: where dead letters are sent from, and
+ * whether it runs an unchanged kafkajs application's handlers (`init()`: no retries of its own, a
+ * failing handler thrown to kafkajs, expired messages handed over in their ended contexts without
+ * a dead-letter topic; docs/init.md).
  */
-export interface Lifecycle {
-  readonly inbound: InboundOptions;
-  readonly budgetMs: number;
-  /** `ended`: handed to the handler in its context already ended (init() without a dead-letter topic). */
-  readonly onExpired: ExpiryPolicy | 'ended';
-  readonly retries: number;
-  readonly backoffMs: number;
-  /** After the retries: dead-letter the message, or throw to kafkajs (its retries and error path). */
-  readonly failed: 'dead-letter' | 'throw';
-  readonly heartbeatMs: number;
-  readonly deadLetterTopic: (topic: string) => string;
+export interface Wiring {
   readonly deadLetters: () => Promise<Producer>;
-  readonly bus: CancelChannel | undefined;
-  readonly shutdown: Shutdown | undefined;
+  readonly unchanged: boolean;
 }
 
 const REBALANCE_ERRORS = new Set(['REBALANCE_IN_PROGRESS', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID']);
@@ -219,9 +204,28 @@ export function contextOf(message: KafkaMessage): Context | undefined {
  * context, the expiry policy, the cancel bus, rebalances, heartbeats of long handlers, retries and
  * dead letters, counting and tracing.
  */
-function lifecycle(inner: Consumer, policy: Lifecycle) {
-  const { bus, onExpired, shutdown: coordinator } = policy;
-  const deadLetterInbound: InboundOptions = { ...policy.inbound, trustInbound: false };
+function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
+  const { cancelBus: bus, shutdown: coordinator, unchanged } = { ...options, ...wiring };
+  const budgetMs = Math.min(
+    options.budgetMs ?? 30_000,
+    options.sessionTimeout ?? 30_000,
+    options.rebalanceTimeout ?? 60_000,
+  );
+  const inbound: InboundOptions = {
+    prefer: 'deadline',
+    budgetMs,
+    maxInboundMs: options.maxInboundMs,
+    skewAllowanceMs: options.skewAllowanceMs,
+    ignoreInboundDeadline: options.ignoreInboundDeadline,
+    trustInbound: options.trustInbound,
+  };
+  const deadLetterInbound: InboundOptions = { ...inbound, trustInbound: false };
+  // `ended`: handed to the handler in its context already ended.
+  const onExpired: ExpiryPolicy | 'ended' =
+    unchanged && options.deadLetterTopic === undefined ? 'ended' : (options.onExpired ?? 'dead-letter');
+  const retries = unchanged ? 0 : (options.retries ?? 2);
+  const heartbeatMs = options.heartbeatIntervalMs ?? 1000;
+  const deadLetterTopic = options.deadLetterTopic ?? ((topic: string) => `${topic}.dead-letter`);
   const running = new Set<Running>();
   let groupId = '';
   let beat: NodeJS.Timeout | undefined;
@@ -240,7 +244,7 @@ function lifecycle(inner: Consumer, policy: Lifecycle) {
   // have run longer than the interval (kafkajs only heartbeats between messages), which also
   // notices a rebalance.
   const heartbeatLongRunning = () => {
-    const due = performance.now() - policy.heartbeatMs;
+    const due = performance.now() - heartbeatMs;
     for (const entry of running) {
       if (entry.since > due || entry.heartbeat === undefined) continue;
       entry.heartbeat().catch((error: { type?: string }) => {
@@ -268,33 +272,27 @@ function lifecycle(inner: Consumer, policy: Lifecycle) {
     });
     if (bus !== undefined) await bus.start();
     if (beat === undefined) {
-      beat = setInterval(heartbeatLongRunning, policy.heartbeatMs);
+      beat = setInterval(heartbeatLongRunning, heartbeatMs);
       beat.unref();
     }
   }
 
-  /** At a stop or disconnect: running handlers cancelled with `shutdown`, for redelivery. */
-  function end(disconnecting: boolean): void {
+  /** Before a stop or disconnect: running handlers cancelled with `shutdown`, for redelivery; `start` undoes the rest. */
+  const ending = (then: () => Promise<void>) => async () => {
     clearInterval(beat);
     beat = undefined;
-    stopAll({ code: 'shutdown' });
-    if (!disconnecting) return;
     unsubscribe?.();
     unsubscribe = undefined;
-  }
+    stopAll({ code: 'shutdown' });
+    await then();
+  };
 
   /** `inner` with `run`, and `stop`/`disconnect` that first stop what runs (kafkajs's other methods kept). */
   function wrap<R>(run: R): Omit<Consumer, 'run'> & { run: R } {
     return Object.assign(Object.create(inner) as Consumer, {
       run,
-      stop: async () => {
-        end(false);
-        await inner.stop();
-      },
-      disconnect: async () => {
-        end(true);
-        await inner.disconnect();
-      },
+      stop: ending(() => inner.stop()),
+      disconnect: ending(() => inner.disconnect()),
     });
   }
 
@@ -308,12 +306,12 @@ function lifecycle(inner: Consumer, policy: Lifecycle) {
       [DEAD_LETTER_FROM_HEADER]: `${groupId} ${topic}/${partition}@${message.offset}`,
       [DEAD_LETTER_ATTEMPTS_HEADER]: String(attempts),
     };
-    const producer = await policy.deadLetters();
+    const producer = await wiring.deadLetters();
     // The message's own context is over: the dead letter is sent from the root context.
     await otel.with(ROOT_CONTEXT, () =>
       background().run(() =>
         producer.send({
-          topic: policy.deadLetterTopic(topic),
+          topic: deadLetterTopic(topic),
           messages: [{ key: message.key, value: message.value, headers, timestamp: message.timestamp }],
         }),
       ),
@@ -333,11 +331,12 @@ function lifecycle(inner: Consumer, policy: Lifecycle) {
     // A dead letter's request has ended by definition: its handling is not expired or cancelled again.
     const deadLetter = headers[DEAD_LETTER_AT_HEADER] !== undefined;
     const requestId = deadLetter ? undefined : decodeRequestId(headersGetter.get(headers, REQUEST_ID_HEADER));
-    const options = deadLetter ? deadLetterInbound : policy.inbound;
     const call =
       base === otel.active()
-        ? acceptInbound(headers, headersGetter, options)
-        : otel.with(base, () => acceptInbound(headers, headersGetter, options));
+        ? acceptInbound(headers, headersGetter, deadLetter ? deadLetterInbound : inbound)
+        : otel.with(base, () =>
+            acceptInbound(headers, headersGetter, deadLetter ? deadLetterInbound : inbound),
+          );
     const attributes = hopAttributes('kafka', topic);
     recordArrival(attributes, call.budgetMs);
     // kafkajs instrumentation already runs eachMessage under a process span of its own: ours go
@@ -381,7 +380,7 @@ function lifecycle(inner: Consumer, policy: Lifecycle) {
         return undefined;
       }
       ctx.cancel();
-      arrival.ctx = withDeadline(background(), Date.now() + policy.budgetMs);
+      arrival.ctx = withDeadline(background(), Date.now() + budgetMs);
       arrival.otelContext = setContext(arrival.otelContext, arrival.ctx);
       return undefined;
     }
@@ -466,16 +465,16 @@ function lifecycle(inner: Consumer, policy: Lifecycle) {
           span?.setAttribute(ATTR_OUTCOME, 'handled');
           return 'handled';
         } catch (error) {
-          if (policy.failed === 'throw') throw error;
+          if (unchanged) throw error;
           if (entry.redeliver) throw new Redeliver(`handler stopped: ${ctx.cause?.code}`);
           const cause = ctx.cause;
-          if (cause !== undefined || attempts > policy.retries) {
+          if (cause !== undefined || attempts > retries) {
             span?.setStatus({ code: SpanStatusCode.ERROR, message: cause?.code ?? 'error' });
             await deadLetter(arrival, cause ?? { code: 'error' }, attempts);
             span?.setAttribute(ATTR_OUTCOME, 'dead-lettered');
             return 'dead-lettered';
           }
-          await sleep(policy.backoffMs, undefined, { signal: ctx.signal }).catch(() => {});
+          await sleep(options.retryBackoffMs ?? 100, undefined, { signal: ctx.signal }).catch(() => {});
           if (entry.redeliver) throw new Redeliver(`handler stopped: ${ctx.cause?.code}`);
         }
       }
@@ -565,31 +564,7 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
   // a producer for it the consumer could only stall on that message.
   const dlq = options.deadLetterProducer;
   if (dlq === undefined) throw new TypeError('ctxflow/kafka: consumer() needs deadLetterProducer');
-  const budgetMs = Math.min(
-    options.budgetMs ?? 30_000,
-    options.sessionTimeout ?? 30_000,
-    options.rebalanceTimeout ?? 60_000,
-  );
-  const life = lifecycle(inner, {
-    inbound: {
-      prefer: 'deadline',
-      budgetMs,
-      maxInboundMs: options.maxInboundMs,
-      skewAllowanceMs: options.skewAllowanceMs,
-      ignoreInboundDeadline: options.ignoreInboundDeadline,
-      trustInbound: options.trustInbound,
-    },
-    budgetMs,
-    onExpired: options.onExpired ?? 'dead-letter',
-    retries: options.retries ?? 2,
-    backoffMs: options.retryBackoffMs ?? 100,
-    failed: 'dead-letter',
-    heartbeatMs: options.heartbeatIntervalMs ?? 1000,
-    deadLetterTopic: options.deadLetterTopic ?? ((topic: string) => `${topic}.dead-letter`),
-    deadLetters: async () => dlq,
-    bus: options.cancelBus,
-    shutdown: options.shutdown,
-  });
+  const life = lifecycle(inner, options, { deadLetters: async () => dlq, unchanged: false });
 
   // On shutdown kafkajs's own stop starts no further message and lets the running ones finish,
   // committing each batch's handled offsets before it leaves the group; the drain awaits it.
@@ -654,15 +629,6 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
   return Object.defineProperty(wrapped, 'running', { get: () => life.running }) as ContextConsumer;
 }
 
-/** What `instrumentConsumer` is told by `init()`. */
-export type InstrumentOptions = Pick<
-  Lifecycle,
-  'inbound' | 'budgetMs' | 'deadLetters' | 'bus' | 'heartbeatMs'
-> & {
-  /** Where expired and cancelled messages go; without, their handlers run in their ended contexts. */
-  deadLetterTopic: ((topic: string) => string) | undefined;
-};
-
 /**
  * A kafkajs consumer whose `run` takes kafkajs's own handlers and gives them the lifecycle of
  * `consumer()` (init()'s hook): each eachMessage handler in its message's context, an eachBatch
@@ -670,16 +636,12 @@ export type InstrumentOptions = Pick<
  * kafkajs's retries and error path for failing handlers. Wrapped again by `consumer()`, it leaves
  * the context to that one.
  */
-export function instrumentConsumer(inner: Consumer, options: InstrumentOptions): Consumer {
-  const life = lifecycle(inner, {
-    ...options,
-    onExpired: options.deadLetterTopic === undefined ? 'ended' : 'dead-letter',
-    deadLetterTopic: options.deadLetterTopic ?? String,
-    retries: 0,
-    backoffMs: 0,
-    failed: 'throw',
-    shutdown: undefined,
-  });
+export function instrumentConsumer(
+  inner: Consumer,
+  options: ConsumerOptions,
+  deadLetters: () => Promise<Producer>,
+): Consumer {
+  const life = lifecycle(inner, options, { deadLetters, unchanged: true });
   const wrapped = life.wrap(async (config?: ConsumerRunConfig): Promise<void> => {
     if (config === undefined || yielded(wrapped)) return inner.run(config);
     await life.start();
