@@ -42,33 +42,29 @@ interface KafkaModule {
 
 /**
  * The cancel bus of one Kafka client of the application, connected while any of its producers or
- * consumers is: an application that disconnects its clients gets a process that can exit.
+ * consumers is (unless an adapter wraps it): an application that disconnects its clients gets a
+ * process that can exit.
  */
-class SharedBus {
-  readonly bus: CancelBus;
-  #users = 0;
-
-  constructor(bus: CancelBus) {
-    this.bus = bus;
-  }
-
-  /** Counts `client` (unless an adapter wraps it) while it is connected. */
-  share(client: Producer | Consumer, wrapper: object): void {
+function sharedBus(bus: CancelBus) {
+  let users = 0;
+  const warn = (error: unknown) => diag.warn('ctxflow: cancel bus', error);
+  const share = (client: Producer | Consumer, wrapper: object): void => {
     let counted = false;
     const events = client.events as { CONNECT: string; DISCONNECT: string };
-    const on = client.on as (event: string, listener: () => void) => void;
+    const on = (client.on as (event: string, listener: () => void) => void).bind(client);
     on(events.CONNECT, () => {
       if (counted || yielded(wrapper)) return;
       counted = true;
       // Connected ahead of the first cancel, so that one is not slowed by it.
-      if (this.#users++ === 0) this.bus.connect().catch((error) => diag.warn('ctxflow: cancel bus', error));
+      if (users++ === 0) bus.connect().catch(warn);
     });
     on(events.DISCONNECT, () => {
       if (!counted) return;
       counted = false;
-      if (--this.#users === 0) this.bus.stop().catch((error) => diag.warn('ctxflow: cancel bus', error));
+      if (--users === 0) bus.stop().catch(warn);
     });
-  }
+  };
+  return { bus, share };
 }
 
 const VERSIONS = ['>=2 <3'];
@@ -82,17 +78,17 @@ const VERSIONS = ['>=2 <3'];
  * ours builds the message's context.
  */
 export class KafkaContextInstrumentation extends InstrumentationBase<InstrumentationConfig & KafkaOptions> {
-  readonly #buses = new WeakMap<Kafka, SharedBus | undefined>();
+  readonly #buses = new WeakMap<Kafka, ReturnType<typeof sharedBus> | undefined>();
 
   constructor(options: KafkaOptions = {}) {
     super('ctxflow-init-kafka', '0.1.0', options);
     loadThroughHooks('kafkajs');
   }
 
-  #bus(kafka: Kafka): SharedBus | undefined {
+  #bus(kafka: Kafka) {
     if (this.#buses.has(kafka)) return this.#buses.get(kafka);
     const options = this.getConfig().cancelBus;
-    const shared = options === false ? undefined : new SharedBus(new CancelBus(kafka, options));
+    const shared = options === false ? undefined : sharedBus(new CancelBus(kafka, options));
     this.#buses.set(kafka, shared);
     return shared;
   }

@@ -1,7 +1,5 @@
 import type { TextMapGetter, TextMapSetter } from '@opentelemetry/api';
 import type { IHeaders } from 'kafkajs';
-import type { Context } from '../../sdk/index.ts';
-import { type OutboundOptions, startOutbound } from '../../sdk/wire.ts';
 
 type Raw = IHeaders[string];
 
@@ -17,10 +15,7 @@ export function manage<T extends object>(client: T): T {
   return client;
 }
 
-/**
- * Whether a client ctxflow wrapped has since been wrapped by an adapter again (`manage()` on the
- * wrapper itself, not inherited from what it wraps): the outer one carries the context, this one passes through.
- */
+/** Whether a wrapper of ctxflow's was itself wrapped by an adapter since (`manage()`d, not by inheritance): the outer one carries the context. */
 export function yielded(client: object): boolean {
   return Object.hasOwn(client, MANAGED);
 }
@@ -52,17 +47,3 @@ export const headersSetter: TextMapSetter<IHeaders> = {
     carrier[key] = value;
   },
 };
-
-/**
- * The headers every message sent under `ctx` carries: the trace, `ctx-timeout` and `ctx-deadline`
- * (absolute, so that time in the queue counts). Throws the context's error when it is done:
- * nothing may be sent under it.
- */
-export function contextHeaders(ctx: Context, options: Pick<OutboundOptions, 'reserveMs'> = {}): IHeaders {
-  const headers: IHeaders = {};
-  // kafkajs cannot take a message back once it is handed over: nothing to abort after this.
-  startOutbound(ctx, headers, headersSetter, noop, { reserveMs: options.reserveMs, sendDeadline: true })();
-  return headers;
-}
-
-function noop(): void {}

@@ -2,8 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { diag, context as otel, ROOT_CONTEXT } from '@opentelemetry/api';
 import type { IHeaders, Message, Producer, ProducerBatch, ProducerRecord, RecordMetadata } from 'kafkajs';
 import { type Context, current } from '../../sdk/index.ts';
-import { type CancelChannel, type OutboundOptions, REQUEST_ID_HEADER } from '../../sdk/wire.ts';
-import { contextHeaders, manage, yielded } from './headers.ts';
+import {
+  type CancelChannel,
+  type OutboundOptions,
+  REQUEST_ID_HEADER,
+  startOutbound,
+} from '../../sdk/wire.ts';
+import { headersSetter, manage, yielded } from './headers.ts';
 
 /** How the producer writes the context into each message. */
 export interface ProducerOptions extends Pick<OutboundOptions, 'reserveMs'> {
@@ -29,7 +34,6 @@ function newRequestId(): string {
  */
 export function producer(inner: Producer, options: ProducerOptions = {}): Producer {
   manage(inner);
-  const outbound: Pick<OutboundOptions, 'reserveMs'> = { reserveMs: options.reserveMs };
   const bus = options.cancelBus;
 
   const requestIdFor = (ctx: Context): string => {
@@ -41,9 +45,12 @@ export function producer(inner: Producer, options: ProducerOptions = {}): Produc
     return id;
   };
 
-  // The headers are the same for every message of a send: written once, copied per message.
+  // The headers are the same for every message of a send: written once, copied per message. They
+  // are the trace, `ctx-timeout` and `ctx-deadline`; under a done context startOutbound throws its
+  // error. kafkajs cannot take a message back once handed over: nothing to abort afterwards.
   const decorate = (ctx: Context, messages: Message[]): Message[] => {
-    const ours: IHeaders = contextHeaders(ctx, outbound);
+    const ours: IHeaders = {};
+    startOutbound(ctx, ours, headersSetter, noop, { reserveMs: options.reserveMs, sendDeadline: true })();
     ours[REQUEST_ID_HEADER] = requestIdFor(ctx);
     return messages.map((message) => ({
       ...message,
@@ -84,3 +91,5 @@ function watch(ctx: Context, id: string, bus: CancelChannel): void {
     );
   });
 }
+
+function noop(): void {}
