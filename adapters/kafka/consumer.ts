@@ -331,12 +331,8 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
     // A dead letter's request has ended by definition: its handling is not expired or cancelled again.
     const deadLetter = headers[DEAD_LETTER_AT_HEADER] !== undefined;
     const requestId = deadLetter ? undefined : decodeRequestId(headersGetter.get(headers, REQUEST_ID_HEADER));
-    const call =
-      base === otel.active()
-        ? acceptInbound(headers, headersGetter, deadLetter ? deadLetterInbound : inbound)
-        : otel.with(base, () =>
-            acceptInbound(headers, headersGetter, deadLetter ? deadLetterInbound : inbound),
-          );
+    const accepted = () => acceptInbound(headers, headersGetter, deadLetter ? deadLetterInbound : inbound);
+    const call = base === otel.active() ? accepted() : otel.with(base, accepted);
     const attributes = hopAttributes('kafka', topic);
     recordArrival(attributes, call.budgetMs);
     // kafkajs instrumentation already runs eachMessage under a process span of its own: ours go
