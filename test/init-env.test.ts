@@ -46,6 +46,9 @@ test('ctxflow/register options from the environment', () => {
   assert.equal(kafka.budgetMs, 5000);
   assert.equal(kafka.trustInbound, false);
   assert.equal(kafka.deadLetterTopic?.('orders'), 'dlq.orders');
+  assert.equal(kafka.cancelBus, undefined, 'the cancel bus on unless turned off');
+  const off = optionsFromEnv({ CTXFLOW_KAFKA_CANCEL_BUS: 'false' }).kafka;
+  assert.equal(off && off.cancelBus, false);
 });
 
 for (const tracing of ['false', 'true']) {
