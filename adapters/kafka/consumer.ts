@@ -361,8 +361,9 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
   /**
    * Applies the expiry policy to a message cancelled through the bus or expired in the queue: the
    * outcome when it is not handed over; undefined when it is (its context and `expired` updated).
+   * Synchronous for a message handed over: no await on the path of every message.
    */
-  async function refuse(arrival: Arrival): Promise<Outcome | undefined> {
+  function refuse(arrival: Arrival): Promise<Outcome> | undefined {
     const cancelled = arrival.requestId === undefined ? undefined : bus?.cancelled(arrival.requestId);
     const ctx = arrival.ctx;
     if (cancelled === undefined && !ctx.done) return undefined;
@@ -381,7 +382,11 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
       return undefined;
     }
     ctx.cancel();
-    // A message never handled still shows in the trace, with its cause.
+    return notHandled(arrival, cause);
+  }
+
+  /** A message not handed over: skipped or dead-lettered, counted, and on its span with its cause. */
+  async function notHandled(arrival: Arrival, cause: Cause): Promise<Outcome> {
     const span = arrival.span;
     if (span !== undefined) traceEnd(span, errorFor(cause));
     let outcome: Outcome = 'skipped';
@@ -444,7 +449,7 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
       batch === undefined ? otel.active() : ROOT_CONTEXT,
       true,
     );
-    const refused = await refuse(arrival);
+    const refused = refuse(arrival);
     if (refused !== undefined) return refused;
     const { ctx, otelContext, requestId, expired, span } = arrival;
     const entry = begin(arrival, heartbeat);
@@ -498,7 +503,11 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
     try {
       for (const message of batch.messages) {
         const arrival = accept(batch.topic, batch.partition, message, ROOT_CONTEXT, false);
-        if ((await refuse(arrival)) !== undefined) continue;
+        const refused = refuse(arrival);
+        if (refused !== undefined) {
+          await refused;
+          continue;
+        }
         live.push(message);
         entries.push(begin(arrival, undefined));
         contexts.set(message, arrival.ctx);
