@@ -64,7 +64,7 @@ describe('acceptInbound and startOutbound without a tracing SDK', () => {
     assert.equal(acceptInbound({}, defaultTextMapGetter).budgetMs, undefined);
     const outbound: Record<string, string> = {};
     const unlink = otel.with(inbound.otelContext, () =>
-      startOutbound(current(), outbound, defaultTextMapSetter, () => {}),
+      startOutbound({ ctx: current(), carrier: outbound, setter: defaultTextMapSetter, abort: () => {} }),
     );
     unlink();
     assert.match(outbound.traceparent ?? '', /^00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01$/);
@@ -109,7 +109,9 @@ describe('acceptInbound and startOutbound without a tracing SDK', () => {
     assert.match(traceId, /^[0-9a-f]{32}$/);
     assert.notEqual(traceId, second.ctx.traceId);
     const outbound: Record<string, string> = {};
-    otel.with(first.otelContext, () => startOutbound(current(), outbound, defaultTextMapSetter, () => {})());
+    otel.with(first.otelContext, () =>
+      startOutbound({ ctx: current(), carrier: outbound, setter: defaultTextMapSetter, abort: () => {} })(),
+    );
     assert.match(outbound.traceparent ?? '', new RegExp(`^00-${traceId}-[0-9a-f]{16}-00$`));
     const next = acceptInbound(outbound, defaultTextMapGetter);
     assert.equal(next.ctx.traceId, traceId);
@@ -120,7 +122,7 @@ describe('acceptInbound and startOutbound without a tracing SDK', () => {
     const ctx = withTimeout(background(), 0);
     const outbound: Record<string, string> = {};
     assert.throws(
-      () => startOutbound(ctx, outbound, defaultTextMapSetter, () => {}),
+      () => startOutbound({ ctx, carrier: outbound, setter: defaultTextMapSetter, abort: () => {} }),
       (error) => error === ctx.error,
     );
     assert.deepEqual(outbound, {});
@@ -129,11 +131,21 @@ describe('acceptInbound and startOutbound without a tracing SDK', () => {
   it('startOutbound aborts when the context ends, and not after the unlink', () => {
     const ctx = withTimeout(background(), 10_000);
     const aborted: unknown[] = [];
-    const unlink = startOutbound(ctx, {}, defaultTextMapSetter, (error) => aborted.push(error));
+    const unlink = startOutbound({
+      ctx,
+      carrier: {},
+      setter: defaultTextMapSetter,
+      abort: (error) => aborted.push(error),
+    });
     ctx.cancel('shutdown');
     assert.deepEqual(aborted, [ctx.error]);
     const other = withTimeout(background(), 10_000);
-    startOutbound(other, {}, defaultTextMapSetter, (error) => aborted.push(error))();
+    startOutbound({
+      ctx: other,
+      carrier: {},
+      setter: defaultTextMapSetter,
+      abort: (error) => aborted.push(error),
+    })();
     other.cancel();
     assert.equal(aborted.length, 1);
     unlink();

@@ -57,6 +57,7 @@ export {
 } from './metrics.ts';
 export { isTracingSuppressed, rpcServerSpan } from './otel-keys.ts';
 export {
+  type OutboundCall,
   type OutboundHeaders,
   type OutboundOptions,
   type OutboundSetter,

@@ -53,7 +53,13 @@ export const headersSetter: TextMapSetter<IHeaders> = {
 export function contextHeaders(ctx: Context, options: Pick<OutboundOptions, 'reserveMs'> = {}): IHeaders {
   const headers: IHeaders = {};
   // kafkajs cannot take a message back once it is handed over: nothing to abort after this.
-  startOutbound(ctx, headers, headersSetter, noop, { reserveMs: options.reserveMs, sendDeadline: true })();
+  startOutbound({
+    ctx,
+    carrier: headers,
+    setter: headersSetter,
+    abort: noop,
+    options: { reserveMs: options.reserveMs, sendDeadline: true },
+  })();
   return headers;
 }
 
