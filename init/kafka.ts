@@ -21,7 +21,7 @@ import type {
   RecordMetadata,
 } from 'kafkajs';
 import { ATTR_OUTCOME, DEAD_LETTER_AT_HEADER, deadLetterHeaders } from '../adapters/kafka/consumer.ts';
-import { contextHeaders, headersGetter, MANAGED } from '../adapters/kafka/headers.ts';
+import { contextHeaders, headersGetter, KAFKA, MANAGED } from '../adapters/kafka/headers.ts';
 import { background, type CancelableContext, type Cause, current } from '../sdk/index.ts';
 import {
   acceptInbound,
@@ -242,7 +242,7 @@ export class KafkaContextInstrumentation extends InstrumentationBase<Instrumenta
    */
   async #run<T>(topic: string, call: InboundCall, expired: boolean, handler: () => Promise<T>): Promise<T> {
     const ctx: CancelableContext = call.ctx;
-    const attributes = hopAttributes('kafka', topic);
+    const attributes = hopAttributes(KAFKA, topic);
     recordArrival(attributes, call.budgetMs);
     const span = trace.getSpan(otel.active());
     if (expired) span?.setAttribute(ATTR_OUTCOME, 'expired');
@@ -269,7 +269,7 @@ export class KafkaContextInstrumentation extends InstrumentationBase<Instrumenta
       const cause = ctx.cause ?? { code: 'deadline_exceeded' };
       if (state.deadLetterTopic !== undefined) {
         const span = trace.getSpan(otel.active());
-        countShed(hopAttributes('kafka', topic));
+        countShed(hopAttributes(KAFKA, topic));
         if (span !== undefined) {
           traceEnd(span, errorFor(cause));
           span.setAttribute(ATTR_OUTCOME, 'dead-lettered');
@@ -299,7 +299,7 @@ export class KafkaContextInstrumentation extends InstrumentationBase<Instrumenta
       if (ctx.done) {
         const cause = ctx.cause ?? { code: 'deadline_exceeded' };
         if (state.deadLetterTopic !== undefined) {
-          countShed(hopAttributes('kafka', batch.topic));
+          countShed(hopAttributes(KAFKA, batch.topic));
           await this.#deadLetter(state, batch.topic, batch.partition, message, cause);
           continue;
         }

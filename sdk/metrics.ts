@@ -10,8 +10,20 @@ import type { CauseCode } from './cause.ts';
 /** Why an inbound value was not taken as sent. */
 export type RejectReason = 'malformed' | 'duplicate' | 'too_large' | 'clamped';
 
-/** The transports ctxflow's adapters count under (`ctxflow.transport`). */
-export type Transport = 'http' | 'grpc' | 'kafka';
+/**
+ * A transport as its adapter names it in metrics: `ctxflow.transport`, and the semantic-convention
+ * attribute naming one of its operations (`http.route`, `rpc.method`, `messaging.destination.name`).
+ */
+export interface Transport {
+  readonly name: string;
+  readonly operationKey: string;
+  /**
+   * Every caller of this transport is a service (an RPC client), so a trusted one going away is
+   * `upstream_cancelled` even when it sent no deadline; otherwise only a caller that sent ctxflow's
+   * deadline headers is (docs/design.md, "The inbound lifecycle").
+   */
+  readonly callersAreServices?: boolean;
+}
 
 /**
  * Bucket boundaries of the budget-on-arrival histogram, in milliseconds: fine at the low end,
@@ -118,15 +130,13 @@ export function countRejected(header: string, reason: RejectReason): void {
  * `messaging.destination.name`, a topic). Never a raw URL or anything else a client chooses.
  */
 export function hopAttributes(transport: Transport, operation?: string): Attributes {
-  const id = `${transport} ${operation ?? ''}`;
+  const id = `${transport.name} ${operation ?? ''}`;
   let attributes = attributeSets.get(id);
   if (attributes !== undefined) return attributes;
-  const key =
-    transport === 'http' ? 'http.route' : transport === 'grpc' ? 'rpc.method' : 'messaging.destination.name';
   attributes = Object.freeze(
     operation === undefined
-      ? { 'ctxflow.transport': transport }
-      : { 'ctxflow.transport': transport, [key]: operation },
+      ? { 'ctxflow.transport': transport.name }
+      : { 'ctxflow.transport': transport.name, [transport.operationKey]: operation },
   );
   // Operations are routes, methods and topics the service declared: few. The cap only bounds memory.
   if (attributeSets.size < MAX_ATTRIBUTE_SETS) attributeSets.set(id, attributes);

@@ -42,7 +42,13 @@ export {
   foreignDeadline,
   GRPC_TIMEOUT_HEADER,
 } from './foreign.ts';
-export { acceptInbound, type InboundCall, type InboundOptions, narrowInbound } from './inbound.ts';
+export {
+  acceptInbound,
+  InboundCall,
+  type InboundOptions,
+  NEAR_DEADLINE_MS,
+  narrowInbound,
+} from './inbound.ts';
 export {
   BUDGET_BUCKETS_MS,
   type CauseSource,

@@ -37,7 +37,7 @@ import {
   traceInbound,
 } from '../../sdk/wire.ts';
 import type { CancelBus } from './bus.ts';
-import { headersGetter, manage } from './headers.ts';
+import { headersGetter, KAFKA, manage } from './headers.ts';
 
 /** Span attribute: what became of a message (`handled`, `dead-lettered`, `skipped`). */
 export const ATTR_OUTCOME = 'ctxflow.kafka.outcome';
@@ -328,7 +328,7 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     let ctx = call.ctx;
     let otelContext = call.otelContext;
     let expired = false;
-    const attributes = hopAttributes('kafka', topic);
+    const attributes = hopAttributes(KAFKA, topic);
     recordArrival(attributes, call.budgetMs);
     // kafkajs instrumentation already runs eachMessage under a process span of its own: ours go
     // on it, and it ends it.

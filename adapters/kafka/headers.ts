@@ -1,7 +1,10 @@
 import type { TextMapGetter, TextMapSetter } from '@opentelemetry/api';
 import type { IHeaders } from 'kafkajs';
 import type { Context } from '../../sdk/index.ts';
-import { type OutboundOptions, startOutbound } from '../../sdk/wire.ts';
+import { type OutboundOptions, startOutbound, type Transport } from '../../sdk/wire.ts';
+
+/** The transport as ctxflow's metrics name it. */
+export const KAFKA: Transport = { name: 'kafka', operationKey: 'messaging.destination.name' };
 
 type Raw = IHeaders[string];
 
