@@ -46,9 +46,11 @@ export { acceptInbound, type InboundCall, type InboundOptions } from './inbound.
 export {
   BUDGET_BUCKETS_MS,
   type CauseSource,
+  countDbEnded,
   countEnded,
   countKafkaMessage,
   countShed,
+  type DbStage,
   hopAttributes,
   recordArrival,
   recordCancelDelay,
