@@ -20,6 +20,7 @@ import { CompositePropagator, W3CBaggagePropagator } from '@opentelemetry/core';
 import type { Instrumentation } from '@opentelemetry/instrumentation';
 import type { NodeSDK, NodeSDKConfiguration } from '@opentelemetry/sdk-node';
 import type { Sampler, SpanProcessor } from '@opentelemetry/sdk-trace';
+import { requestHook } from '../adapters/pg/client.ts';
 import { DeadlinePropagator, getContext } from '../sdk/index.ts';
 import {
   ATTR_BUDGET_SENT,
@@ -35,6 +36,7 @@ import {
   watchHttpClients,
 } from './http.ts';
 import { KafkaContextInstrumentation, type KafkaOptions } from './kafka.ts';
+import { PgContextInstrumentation } from './pg.ts';
 import { watchUndici } from './undici.ts';
 
 export type { GrpcOptions } from './grpc.ts';
@@ -70,6 +72,8 @@ export interface InitOptions {
   grpc?: GrpcOptions | false;
   /** kafkajs producers and consumers; false leaves them alone. */
   kafka?: KafkaOptions | false;
+  /** node-postgres (`pg`) pools and clients (docs/pg.md); false leaves them alone. */
+  pg?: false;
   /**
    * ctxflow's metrics (docs/metrics.md) and the instrumentations': `{ prometheus: {} }` serves a
    * Prometheus scrape endpoint (port 9464 unless given; host `localhost` unless given). Default off,
@@ -164,6 +168,8 @@ function startSdk(options: InitOptions): NodeSDK {
     require('@opentelemetry/instrumentation-grpc') as typeof import('@opentelemetry/instrumentation-grpc');
   const { KafkaJsInstrumentation } =
     require('@opentelemetry/instrumentation-kafkajs') as typeof import('@opentelemetry/instrumentation-kafkajs');
+  const { PgInstrumentation } =
+    require('@opentelemetry/instrumentation-pg') as typeof import('@opentelemetry/instrumentation-pg');
   const env = process.env;
   const config: Partial<NodeSDKConfiguration> = {
     textMapPropagator: defaultPropagator(),
@@ -173,6 +179,8 @@ function startSdk(options: InitOptions): NodeSDK {
       new UndiciInstrumentation(),
       new GrpcInstrumentation(),
       ...(options.kafka === false ? [] : [new KafkaJsInstrumentation()]),
+      // Its query spans reach ctxflow through the hook, which records the budget sent and the cause.
+      ...(options.pg === false ? [] : [new PgInstrumentation({ requestHook })]),
       ...(options.instrumentations ?? []),
     ],
   };
@@ -218,7 +226,7 @@ function milliseconds(value: string | undefined): number | undefined {
  * read by `init()` itself; `CTXFLOW_HTTP_BUDGET_MS` and `CTXFLOW_GRPC_BUDGET_MS` set the servers'
  * own budgets, `CTXFLOW_HTTP_TRUST_INBOUND=false` and `CTXFLOW_GRPC_TRUST_INBOUND=false` make a
  * public edge, `CTXFLOW_HTTP=false`, `CTXFLOW_CLIENTS=false`, `CTXFLOW_GRPC=false` and
- * `CTXFLOW_KAFKA=false` opt a transport out; `CTXFLOW_KAFKA_BUDGET_MS`,
+ * `CTXFLOW_KAFKA=false` and `CTXFLOW_PG=false` opt a transport out; `CTXFLOW_KAFKA_BUDGET_MS`,
  * `CTXFLOW_KAFKA_TRUST_INBOUND` and `CTXFLOW_KAFKA_DEAD_LETTER_TOPIC` (a name in which `{topic}`
  * stands for the message's topic) configure consumers.
  */
@@ -237,6 +245,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv): InitOptions {
       budgetMs: milliseconds(env.CTXFLOW_GRPC_BUDGET_MS),
       trustInbound: flag(env.CTXFLOW_GRPC_TRUST_INBOUND),
     };
+  if (flag(env.CTXFLOW_PG) === false) options.pg = false;
   if (flag(env.CTXFLOW_KAFKA) === false) options.kafka = false;
   else {
     const deadLetter = env.CTXFLOW_KAFKA_DEAD_LETTER_TOPIC?.trim();
@@ -253,9 +262,9 @@ let started: Telemetry | undefined;
 
 /**
  * Starts tracing and ctxflow for the whole process: the OpenTelemetry NodeSDK (OTLP/HTTP exporter,
- * instrumentations for http, express, undici/fetch, grpc and kafkajs, one propagator for W3C trace
+ * instrumentations for http, express, undici/fetch, grpc, kafkajs and pg, one propagator for W3C trace
  * context, baggage and ctxflow's headers) unless tracing is off or an SDK runs already, and
- * ctxflow's hooks on node:http servers and clients, undici/fetch, grpc-js and kafkajs. Idempotent: later calls return the
+ * ctxflow's hooks on node:http servers and clients, undici/fetch, grpc-js, kafkajs and pg. Idempotent: later calls return the
  * first call's handle.
  */
 export function init(options: InitOptions = {}): Telemetry {
@@ -295,6 +304,11 @@ export function init(options: InitOptions = {}): Telemetry {
     // After OpenTelemetry's kafkajs instrumentation: its process span is active when ours runs.
     const kafka = new KafkaContextInstrumentation(options.kafka ?? {});
     undo.push(() => kafka.disable());
+  }
+  if (options.pg !== false) {
+    // After OpenTelemetry's pg instrumentation: its wrappers sit under ours.
+    const pg = new PgContextInstrumentation();
+    undo.push(() => pg.disable());
   }
   let stopping: Promise<void> | undefined;
   const handle: Telemetry = {

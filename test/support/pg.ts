@@ -9,7 +9,13 @@ import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import type pg from 'pg';
-import { background, CancelledError, DeadlineExceededError, withCancel, withTimeout } from '../../sdk/index.ts';
+import {
+  background,
+  CancelledError,
+  DeadlineExceededError,
+  withCancel,
+  withTimeout,
+} from '../../sdk/index.ts';
 import { postgres } from './infra.ts';
 
 const run = promisify(execFile);
@@ -57,7 +63,8 @@ export function pgSuite(name: string, makePool: MakePool): void {
       t.after(() => pool.end());
       return { url, app, pool };
     };
-    const idle = (pool: pg.Pool) => eventually(() => pool.idleCount === pool.totalCount && pool.waitingCount === 0);
+    const idle = (pool: pg.Pool) =>
+      eventually(() => pool.idleCount === pool.totalCount && pool.waitingCount === 0);
 
     test('a pool wait ends with its context and leaves the queue', async (t) => {
       const s = setup(t, 1);
@@ -80,7 +87,9 @@ export function pgSuite(name: string, makePool: MakePool): void {
       if (!s) return;
       const held = await s.pool.connect();
       const ctx = withCancel(background());
-      const got = new Promise<Error | undefined>((resolve) => ctx.run(() => s.pool.connect((e) => resolve(e))));
+      const got = new Promise<Error | undefined>((resolve) =>
+        ctx.run(() => s.pool.connect((e) => resolve(e))),
+      );
       ctx.cancel({ code: 'client_disconnected' });
       const error = await got;
       assert.ok(error instanceof CancelledError);
@@ -95,9 +104,15 @@ export function pgSuite(name: string, makePool: MakePool): void {
       const before = await s.pool.query('select pg_backend_pid() as pid');
       const ctx = withTimeout(background(), 200);
       const started = performance.now();
-      await assert.rejects(ctx.run(() => s.pool.query('select pg_sleep(30)')), DeadlineExceededError);
+      await assert.rejects(
+        ctx.run(() => s.pool.query('select pg_sleep(30)')),
+        DeadlineExceededError,
+      );
       assert.ok(performance.now() - started < 5_000);
-      assert.ok(await eventually(async () => (await running(s.url, s.app)) === 0), 'gone from pg_stat_activity');
+      assert.ok(
+        await eventually(async () => (await running(s.url, s.app)) === 0),
+        'gone from pg_stat_activity',
+      );
       assert.ok(await idle(s.pool));
       const after = await s.pool.query('select pg_backend_pid() as pid');
       assert.equal(after.rows[0].pid, before.rows[0].pid, 'the same session, reused');
@@ -110,7 +125,10 @@ export function pgSuite(name: string, makePool: MakePool): void {
       const query = ctx.run(() => s.pool.query('select pg_sleep(30)'));
       assert.ok(await eventually(async () => (await running(s.url, s.app)) === 1), 'the query runs');
       ctx.cancel({ code: 'client_disconnected', message: 'gone' });
-      await assert.rejects(query, (e) => e instanceof CancelledError && e.cause.code === 'client_disconnected');
+      await assert.rejects(
+        query,
+        (e) => e instanceof CancelledError && e.cause.code === 'client_disconnected',
+      );
       assert.ok(await eventually(async () => (await running(s.url, s.app)) === 0));
       assert.ok(await idle(s.pool));
     });
@@ -119,7 +137,10 @@ export function pgSuite(name: string, makePool: MakePool): void {
       const s = setup(t, 1);
       if (!s) return;
       const timeout = async () =>
-        Number((await s.pool.query("select setting from pg_settings where name = 'statement_timeout'")).rows[0].setting);
+        Number(
+          (await s.pool.query("select setting from pg_settings where name = 'statement_timeout'")).rows[0]
+            .setting,
+        );
       assert.equal(await timeout(), 0);
       const ms = await withTimeout(background(), 3_000).run(timeout);
       assert.ok(ms >= 2_000 && ms <= 3_500, `statement_timeout ${ms}`);
@@ -139,8 +160,14 @@ export function pgSuite(name: string, makePool: MakePool): void {
       if (!s) return;
       for (const ms of [0, -5, Number.NEGATIVE_INFINITY]) {
         const ctx = withTimeout(background(), ms);
-        await assert.rejects(ctx.run(() => s.pool.query('select 1')), DeadlineExceededError);
-        await assert.rejects(ctx.run(() => s.pool.connect()), DeadlineExceededError);
+        await assert.rejects(
+          ctx.run(() => s.pool.query('select 1')),
+          DeadlineExceededError,
+        );
+        await assert.rejects(
+          ctx.run(() => s.pool.connect()),
+          DeadlineExceededError,
+        );
       }
       assert.equal(s.pool.totalCount, 0);
     });
@@ -151,7 +178,10 @@ export function pgSuite(name: string, makePool: MakePool): void {
       const ctx = withCancel(background());
       const client = await ctx.run(() => s.pool.connect());
       ctx.cancel();
-      await assert.rejects(ctx.run(() => client.query('select 1')), CancelledError);
+      await assert.rejects(
+        ctx.run(() => client.query('select 1')),
+        CancelledError,
+      );
       client.release();
       assert.ok(await idle(s.pool));
       assert.equal(s.pool.totalCount, 1);
@@ -204,7 +234,10 @@ export function pgSuite(name: string, makePool: MakePool): void {
       t.after(() => pool.end());
       const client = await pool.connect();
       const ctx = withTimeout(background(), 150);
-      await assert.rejects(ctx.run(() => client.query('select pg_sleep(30)')), DeadlineExceededError);
+      await assert.rejects(
+        ctx.run(() => client.query('select pg_sleep(30)')),
+        DeadlineExceededError,
+      );
       assert.ok(await eventually(async () => (await running(url, app)) === 0));
       assert.equal((await client.query('select 2 as two')).rows[0].two, 2);
       client.release();
