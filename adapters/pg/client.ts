@@ -22,10 +22,15 @@ export const MAX_STATEMENT_TIMEOUT_MS = 2_147_483_647;
 export type QueryMethod = (this: ClientBase, ...args: unknown[]) => unknown;
 type Callback = (error: Error | undefined, result?: QueryResult) => void;
 
-/** pg 8.x internals this module reads: the query queue, the running query, the connection. */
+/**
+ * pg 8.x internals this module reads: the query queue, the running query (renamed with a leading
+ * underscore after 8.16), the connection.
+ */
 interface Internals {
   readonly _queryQueue?: unknown[];
   readonly _activeQuery?: unknown;
+  readonly queryQueue?: unknown[];
+  readonly activeQuery?: unknown;
   readonly pipeline?: boolean;
   readonly connection?: {
     on(event: 'readyForQuery', listener: (message: { status?: string }) => void): unknown;
@@ -173,10 +178,19 @@ function isSubmittable(value: unknown): boolean {
   );
 }
 
+function queueOf(internals: Internals): unknown[] | undefined {
+  return internals._queryQueue ?? internals.queryQueue;
+}
+
+// Newer pg keeps `activeQuery` as a getter that prints a deprecation warning: read it only where it is a field.
+function activeOf(internals: Internals): unknown {
+  return '_activeQuery' in internals ? internals._activeQuery : internals.activeQuery;
+}
+
 /** The query pg has just queued or started on `client` for the call that returned. */
 function lastQuery(internals: Internals): unknown {
-  const queue = internals._queryQueue;
-  return queue !== undefined && queue.length > 0 ? queue[queue.length - 1] : internals._activeQuery;
+  const queue = queueOf(internals);
+  return queue !== undefined && queue.length > 0 ? queue[queue.length - 1] : activeOf(internals);
 }
 
 /** Settles a callback-style call from a promise, or returns the promise. */
@@ -277,7 +291,7 @@ export function contextQuery(client: ClientBase, method: QueryMethod, args: unkn
 /** Stops `query`: cancelled on the server when it runs, taken out of the client's queue when it waits. */
 function stop(internals: Internals, session: Session, query: unknown, error: ContextDoneError): void {
   if (query === undefined) return;
-  if (internals._activeQuery === query) {
+  if (activeOf(internals) === query) {
     // Pipelined queries share the connection: a cancel could hit another caller's statement.
     if (internals.pipeline === true) return;
     session.busy++;
@@ -287,7 +301,7 @@ function stop(internals: Internals, session: Session, query: unknown, error: Con
     });
     return;
   }
-  const queue = internals._queryQueue;
+  const queue = queueOf(internals);
   const index = queue === undefined ? -1 : queue.indexOf(query);
   if (index < 0) return;
   queue?.splice(index, 1);
