@@ -255,5 +255,5 @@ for (let r = 0; r < 7; r++)
 const overheads = cpu.plain.map((plain, i) => (cpu.ctxflow[i] as number) - plain);
 console.log('');
 console.log(
-  `client CPU per query (select 1, 7 interleaved rounds of 3000): plain pg ${fmt(median(cpu.plain), 2)} us (${range(cpu.plain, 1)}), ctxflow under a live context ${fmt(median(cpu.ctxflow), 2)} us (${range(cpu.ctxflow, 1)}); overhead ${fmt(median(overheads), 2)} us (median of per-round differences)`,
+  `client CPU per query (select 1, 21 interleaved rounds of 4000): plain pg ${fmt(median(cpu.plain), 2)} us (${range(cpu.plain, 1)}), ctxflow under a live context ${fmt(median(cpu.ctxflow), 2)} us (${range(cpu.ctxflow, 1)}); overhead ${fmt(median(overheads), 2)} us (median of per-round differences)`,
 );
