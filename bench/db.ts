@@ -250,8 +250,8 @@ console.log(
 );
 
 const cpu: Record<Variant, number[]> = { plain: [], ctxflow: [] };
-for (let r = 0; r < 7; r++)
-  for (const variant of VARIANTS) cpu[variant].push(await cpuPerQuery(variant, 3_000));
+for (let r = 0; r < 21; r++)
+  for (const variant of VARIANTS) cpu[variant].push(await cpuPerQuery(variant, 4_000));
 const overheads = cpu.plain.map((plain, i) => (cpu.ctxflow[i] as number) - plain);
 console.log('');
 console.log(
