@@ -56,6 +56,7 @@ interface Instruments {
   readonly bulkheadWait: Histogram;
   readonly messages: Counter;
   readonly cancelDelay: Histogram;
+  readonly db: Counter;
 }
 
 let provider: MeterProvider | undefined;
@@ -106,6 +107,11 @@ function meter(): Instruments {
     messages: m.createCounter('ctxflow.kafka.messages', {
       description: 'Kafka messages dead-lettered or skipped instead of handled',
       unit: '{message}',
+    }),
+    db: m.createCounter('ctxflow.db.ended', {
+      description:
+        'Database calls ended by their context: pool waits given up, queries not sent or cancelled on the server, by cause',
+      unit: '{call}',
     }),
     bulkheadWait: m.createHistogram('ctxflow.bulkhead.wait', {
       description: 'Time a call waited in a bulkhead queue',
@@ -227,4 +233,16 @@ export function recordCancelDelay(bus: string, stage: 'read' | 'abort', ms: numb
     'messaging.destination.name': bus,
     'ctxflow.kafka.cancel.stage': stage,
   });
+}
+
+/**
+ * Where a database call ended with its context: waiting for a pooled connection (`pool_wait`),
+ * before anything was sent (`not_sent`), or running on the server, which was told to cancel it (`query`).
+ */
+export type DbStage = 'pool_wait' | 'not_sent' | 'query';
+
+/** Counts a database call ended by its context (`ctxflow.db.ended`), by database system, stage and cause. */
+export function countDbEnded(system: string, stage: DbStage, cause: CauseCode): void {
+  const code = STANDARD_CAUSES.has(cause) ? cause : 'other';
+  meter().db.add(1, { 'db.system.name': system, 'ctxflow.db.stage': stage, 'ctxflow.cause': code });
 }

@@ -52,10 +52,12 @@ export {
 export {
   BUDGET_BUCKETS_MS,
   type CauseSource,
+  countDbEnded,
   countEnded,
   countKafkaMessage,
   countOutlived,
   countShed,
+  type DbStage,
   hopAttributes,
   recordArrival,
   recordCancelDelay,
