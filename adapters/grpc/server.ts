@@ -54,8 +54,10 @@ export interface ServerCall {
   responded: boolean;
   /** The handler was bound by `wrapService`. */
   bound: boolean;
+  /** The call was answered for its context's end: what the handler answers after that is late. */
+  endedByContext: boolean;
   unlink: () => void;
-  /** Ends the call with `status` (settled against the context on its way out). */
+  /** Ends the call for its context's end with `status` (settled against the context on its way out). */
   end(status: StatusLike): void;
 }
 
@@ -233,11 +235,15 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
           messageNext(message);
           return;
         }
-        if (state.finished) return;
+        if (state.finished) {
+          if (state.endedByContext) state.inbound.late();
+          return;
+        }
         const error = state.inbound.ctx.error;
         if (error !== undefined) {
           // The context ended before this answer: it is not sent, the call ends with the cause.
           // Straight to the next call: ours holds statuses back while a message is in progress.
+          state.endedByContext = true;
           finishCall(state);
           state.inbound.finish(false);
           call.sendStatus(contextStatus(error));
@@ -252,7 +258,10 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
           statusNext(status);
           return;
         }
-        if (live.finished) return;
+        if (live.finished) {
+          if (live.endedByContext) live.inbound.late();
+          return;
+        }
         finishCall(live);
         // A unary response went out while the context was live: its OK stands.
         const out =
@@ -275,6 +284,7 @@ class InterceptedCall implements ServerCall {
   finished = false;
   responded = false;
   bound = false;
+  endedByContext = false;
   unlink: () => void = noop;
   readonly #call: grpc.ServerInterceptingCall;
 
@@ -284,6 +294,7 @@ class InterceptedCall implements ServerCall {
   }
 
   end(status: StatusLike): void {
+    this.endedByContext = true;
     this.#call.sendStatus(status as StatusObject);
   }
 }

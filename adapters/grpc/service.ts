@@ -148,14 +148,20 @@ function methodFor(path: string, options: WrapServiceOptions): Method {
 class DirectCall implements ServerCall {
   readonly inbound: InboundCall;
   /** Sends a status for the call: the handler's callback, or an `'error'` on its stream. */
-  end: (status: StatusLike) => void = noop;
+  send: (status: StatusLike) => void = noop;
   finished = false;
   responded = false;
   bound = true;
+  endedByContext = false;
   unlink: () => void = noop;
 
   constructor(inbound: InboundCall) {
     this.inbound = inbound;
+  }
+
+  end(status: StatusLike): void {
+    this.endedByContext = true;
+    this.send(status);
   }
 
   /** Decides the call's status from the handler's answer (undefined for a response or a normal end). */
@@ -279,7 +285,10 @@ function handleCall(
     callback === undefined
       ? undefined
       : (error, value, trailer, flags) => {
-          if (answered) return;
+          if (answered) {
+            if (live?.endedByContext === true) live.inbound.late();
+            return;
+          }
           answered = true;
           const status = error == null ? undefined : (handlerError(error, false) as StatusLike);
           // Without a context of ours, or once the call is cancelled (grpc-js sends nothing then,
@@ -304,7 +313,7 @@ function handleCall(
       return emitted;
     };
   }
-  if (live !== undefined) live.end = respond ?? ((status) => call.emit('error', status));
+  if (live !== undefined) live.send = respond ?? ((status) => call.emit('error', status));
   const fail = (error: unknown): void => {
     const status = handlerError(error, true);
     if (respond !== undefined) respond(status);
