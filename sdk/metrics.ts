@@ -2,6 +2,7 @@ import {
   type Attributes,
   type Counter,
   type Histogram,
+  type Meter,
   type MeterProvider,
   metrics,
 } from '@opentelemetry/api';
@@ -56,11 +57,32 @@ interface Instruments {
   readonly bulkheadWait: Histogram;
   readonly messages: Counter;
   readonly cancelDelay: Histogram;
-  readonly db: Counter;
 }
 
 let provider: MeterProvider | undefined;
 let instruments: Instruments | undefined;
+
+/**
+ * Instruments an adapter declares for its own transport, made by `make` once per registered
+ * MeterProvider (no-ops until one is registered, as the core's are). Returns what gives them.
+ */
+export function adapterInstruments<T>(make: (meter: Meter) => T): () => T {
+  let madeFor: MeterProvider | undefined;
+  let made: T | undefined;
+  return () => {
+    const global = metrics.getMeterProvider();
+    if (global !== madeFor || made === undefined) {
+      madeFor = global;
+      made = make(global.getMeter('ctxflow'));
+    }
+    return made;
+  };
+}
+
+/** A cause code as metrics count it: the standard ones as they are, any other (a caller's own token) as `other`. */
+export function metricCause(cause: CauseCode): string {
+  return STANDARD_CAUSES.has(cause) ? cause : 'other';
+}
 
 /** The instruments of the registered MeterProvider (no-ops until one is registered), made once per provider. */
 function meter(): Instruments {
@@ -107,11 +129,6 @@ function meter(): Instruments {
     messages: m.createCounter('ctxflow.kafka.messages', {
       description: 'Kafka messages dead-lettered or skipped instead of handled',
       unit: '{message}',
-    }),
-    db: m.createCounter('ctxflow.db.ended', {
-      description:
-        'Database calls ended by their context: pool waits given up, queries not sent or cancelled on the server, by cause',
-      unit: '{call}',
     }),
     bulkheadWait: m.createHistogram('ctxflow.bulkhead.wait', {
       description: 'Time a call waited in a bulkhead queue',
@@ -167,7 +184,7 @@ export type CauseSource = 'local' | 'downstream';
 
 /** Counts a context that ended before its request's work did (`ctxflow.context.ended`), by cause. */
 export function countEnded(attributes: Attributes, cause: CauseCode, source: CauseSource = 'local'): void {
-  const code = STANDARD_CAUSES.has(cause) ? cause : 'other';
+  const code = metricCause(cause);
   meter().ended.add(1, { ...attributes, 'ctxflow.cause': code, 'ctxflow.cause.source': source });
 }
 
@@ -178,7 +195,7 @@ export function countShed(attributes: Attributes): void {
 
 /** Counts work still running a while after its context ended (`ctxflow.outlived`), by the detector's name and the cause. */
 export function countOutlived(name: string, cause: CauseCode): void {
-  const code = STANDARD_CAUSES.has(cause) ? cause : 'other';
+  const code = metricCause(cause);
   meter().outlived.add(1, { 'ctxflow.work': name, 'ctxflow.cause': code });
 }
 
@@ -215,7 +232,7 @@ export function countKafkaMessage(
   outcome: 'skipped' | 'dead-lettered' | 'expired',
   cause: CauseCode,
 ): void {
-  const code = STANDARD_CAUSES.has(cause) ? cause : 'other';
+  const code = metricCause(cause);
   meter().messages.add(1, {
     'messaging.destination.name': topic,
     'ctxflow.kafka.outcome': outcome,
@@ -233,16 +250,4 @@ export function recordCancelDelay(bus: string, stage: 'read' | 'abort', ms: numb
     'messaging.destination.name': bus,
     'ctxflow.kafka.cancel.stage': stage,
   });
-}
-
-/**
- * Where a database call ended with its context: waiting for a pooled connection (`pool_wait`),
- * before anything was sent (`not_sent`), or running on the server, which was told to cancel it (`query`).
- */
-export type DbStage = 'pool_wait' | 'not_sent' | 'query';
-
-/** Counts a database call ended by its context (`ctxflow.db.ended`), by database system, stage and cause. */
-export function countDbEnded(system: string, stage: DbStage, cause: CauseCode): void {
-  const code = STANDARD_CAUSES.has(cause) ? cause : 'other';
-  meter().db.add(1, { 'db.system.name': system, 'ctxflow.db.stage': stage, 'ctxflow.cause': code });
 }

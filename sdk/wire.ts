@@ -50,15 +50,15 @@ export {
   narrowInbound,
 } from './inbound.ts';
 export {
+  adapterInstruments,
   BUDGET_BUCKETS_MS,
   type CauseSource,
-  countDbEnded,
   countEnded,
   countKafkaMessage,
   countOutlived,
   countShed,
-  type DbStage,
   hopAttributes,
+  metricCause,
   recordArrival,
   recordCancelDelay,
   type Transport,

@@ -6,8 +6,9 @@
 import { context as otel, ROOT_CONTEXT, type Span } from '@opentelemetry/api';
 import type { ClientBase, PoolClient, QueryResult } from 'pg';
 import { type Context, type ContextDoneError, current } from '../../sdk/index.ts';
-import { ATTR_BUDGET_SENT, countDbEnded, traceEnd } from '../../sdk/wire.ts';
+import { ATTR_BUDGET_SENT, traceEnd } from '../../sdk/wire.ts';
 import { sendCancel } from './cancel.ts';
+import { countDbEnded } from './metrics.ts';
 
 /** Marks a pool or client the explicit adapter equipped: `init()`'s hooks leave it to the adapter. */
 export const MANAGED = Symbol.for('ctxflow.pg.managed');

@@ -4,8 +4,8 @@
  */
 import type { Pool, PoolClient, QueryResult } from 'pg';
 import { type Context, current, isContextDoneError } from '../../sdk/index.ts';
-import { countDbEnded } from '../../sdk/wire.ts';
 import { DB_SYSTEM, guardRelease } from './client.ts';
+import { countDbEnded } from './metrics.ts';
 
 /** pg-pool's connect in its callback form. */
 export type ConnectMethod = (this: Pool, callback: ConnectCallback) => unknown;
