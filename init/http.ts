@@ -142,15 +142,14 @@ export function watchHttpClients(options: HttpClientOptions): () => void {
     const request = (message as { request: ClientRequest }).request;
     let unlink: () => void;
     try {
-      unlink = startOutbound(
-        current(),
-        request,
-        requestSetter,
-        (error) => request.destroy(error),
+      unlink = startOutbound({
+        ctx: current(),
+        carrier: request,
+        setter: requestSetter,
+        abort: (error) => request.destroy(error),
         options,
-        undefined,
-        written(request.hasHeader(TIMEOUT_HEADER), request.hasHeader(TRACEPARENT)),
-      );
+        headers: written(request.hasHeader(TIMEOUT_HEADER), request.hasHeader(TRACEPARENT)),
+      });
     } catch (error) {
       // The context has ended: nothing may be sent.
       request.destroy(error as Error);

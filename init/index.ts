@@ -70,6 +70,8 @@ export interface InitOptions {
   grpc?: GrpcOptions | false;
   /** kafkajs producers and consumers; false leaves them alone. */
   kafka?: KafkaOptions | false;
+  /** node-postgres (`pg`) pools and clients (docs/pg.md); false leaves them alone. */
+  pg?: false;
   /**
    * ctxflow's metrics (docs/metrics.md) and the instrumentations': `{ prometheus: {} }` serves a
    * Prometheus scrape endpoint (port 9464 unless given; host `localhost` unless given). Default off,
@@ -166,7 +168,7 @@ function milliseconds(value: string | undefined): number | undefined {
  * read by `init()` itself; `CTXFLOW_HTTP_BUDGET_MS` and `CTXFLOW_GRPC_BUDGET_MS` set the servers'
  * own budgets, `CTXFLOW_HTTP_TRUST_INBOUND=false` and `CTXFLOW_GRPC_TRUST_INBOUND=false` make a
  * public edge, `CTXFLOW_HTTP=false`, `CTXFLOW_CLIENTS=false`, `CTXFLOW_GRPC=false` and
- * `CTXFLOW_KAFKA=false` opt a transport out; `CTXFLOW_KAFKA_BUDGET_MS`,
+ * `CTXFLOW_KAFKA=false` and `CTXFLOW_PG=false` opt a transport out; `CTXFLOW_KAFKA_BUDGET_MS`,
  * `CTXFLOW_KAFKA_TRUST_INBOUND` and `CTXFLOW_KAFKA_DEAD_LETTER_TOPIC` (a name in which `{topic}`
  * stands for the message's topic) configure consumers; `CTXFLOW_KAFKA_CANCEL_BUS=false` turns the
  * cancel bus off.
@@ -186,6 +188,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv): InitOptions {
       budgetMs: milliseconds(env.CTXFLOW_GRPC_BUDGET_MS),
       trustInbound: flag(env.CTXFLOW_GRPC_TRUST_INBOUND),
     };
+  if (flag(env.CTXFLOW_PG) === false) options.pg = false;
   if (flag(env.CTXFLOW_KAFKA) === false) options.kafka = false;
   else {
     const deadLetter = env.CTXFLOW_KAFKA_DEAD_LETTER_TOPIC?.trim();
@@ -203,16 +206,16 @@ let started: Telemetry | undefined;
 
 /**
  * Starts tracing and ctxflow for the whole process: the OpenTelemetry NodeSDK (OTLP/HTTP exporter,
- * instrumentations for http, express, undici/fetch, grpc and kafkajs, one propagator for W3C trace
+ * instrumentations for http, express, undici/fetch, grpc, kafkajs and pg, one propagator for W3C trace
  * context, baggage and ctxflow's headers) unless tracing is off or an SDK runs already, and
- * ctxflow's hooks on node:http servers and clients, undici/fetch, grpc-js and kafkajs. Idempotent: later calls return the
+ * ctxflow's hooks on node:http servers and clients, undici/fetch, grpc-js, kafkajs and pg. Idempotent: later calls return the
  * first call's handle.
  */
 export function init(options: InitOptions = {}): Telemetry {
   if (started !== undefined) return started;
   const undo: (() => void)[] = [];
   const wanted = options.tracing ?? tracingFromEnv(process.env);
-  const tracingOptions = { ...options, kafka: options.kafka !== false };
+  const tracingOptions = { ...options, kafka: options.kafka !== false, pg: options.pg !== false };
   const missingForTracing = wanted ? tracingPackages(tracingOptions).filter((name) => !installed(name)) : [];
   let sdk: StartedTracing | undefined;
   if (wanted && tracerProviderRegistered()) {
@@ -252,9 +255,16 @@ export function init(options: InitOptions = {}): Telemetry {
     const kafka = new KafkaContextInstrumentation(options.kafka ?? {});
     undo.push(() => kafka.disable());
   }
+  if (options.pg !== false && hooks) {
+    // After OpenTelemetry's pg instrumentation: its wrappers sit under ours.
+    const { PgContextInstrumentation } = require(`./pg${EXTENSION}`) as typeof import('./pg.ts');
+    const pg = new PgContextInstrumentation();
+    undo.push(() => pg.disable());
+  }
   const wantsHooks =
     (options.grpc !== false && installed('@grpc/grpc-js')) ||
-    (options.kafka !== false && installed('kafkajs'));
+    (options.kafka !== false && installed('kafkajs')) ||
+    (options.pg !== false && installed('pg'));
   reportMissing(missingForTracing, wantsHooks && !hooks ? [HOOKS_PACKAGE] : []);
   let stopping: Promise<void> | undefined;
   const handle: Telemetry = {

@@ -17,6 +17,7 @@ import {
 import type { Instrumentation } from '@opentelemetry/instrumentation';
 import type { NodeSDKConfiguration } from '@opentelemetry/sdk-node';
 import type { Sampler, SpanLimits, SpanProcessor } from '@opentelemetry/sdk-trace';
+import { requestHook } from '../adapters/pg/client.ts';
 import { TraceContextPropagator } from '../sdk/wire.ts';
 import { BaggagePropagator, CompositePropagator } from './propagator.ts';
 
@@ -30,6 +31,7 @@ export interface TracingOptions {
   spanProcessors?: SpanProcessor[];
   instrumentations?: Instrumentation[];
   kafka: boolean;
+  pg: boolean;
   metrics?: { prometheus?: { port?: number; host?: string } };
 }
 
@@ -46,6 +48,7 @@ const INSTRUMENTATIONS = [
   '@opentelemetry/instrumentation-grpc',
 ];
 const KAFKA_INSTRUMENTATION = '@opentelemetry/instrumentation-kafkajs';
+const PG_INSTRUMENTATION = '@opentelemetry/instrumentation-pg';
 
 /** True when `name` resolves from ctxflow's place in node_modules (the application's, for a peer). */
 export function installed(name: string): boolean {
@@ -80,7 +83,11 @@ function needsNodeSdk(options: TracingOptions): boolean {
 
 /** The packages tracing needs with these options and this environment. */
 export function tracingPackages(options: TracingOptions): string[] {
-  const packages = [...INSTRUMENTATIONS, ...(options.kafka ? [KAFKA_INSTRUMENTATION] : [])];
+  const packages = [
+    ...INSTRUMENTATIONS,
+    ...(options.kafka ? [KAFKA_INSTRUMENTATION] : []),
+    ...(options.pg ? [PG_INSTRUMENTATION] : []),
+  ];
   if (needsNodeSdk(options)) {
     packages.push('@opentelemetry/sdk-node', '@opentelemetry/exporter-trace-otlp-http');
     if (options.metrics?.prometheus !== undefined) packages.push('@opentelemetry/exporter-prometheus');
@@ -170,12 +177,21 @@ function instrumentations(options: TracingOptions): Instrumentation[] {
         ).KafkaJsInstrumentation(),
       ]
     : [];
+  // Its query spans reach ctxflow through the hook, which records the budget sent and the cause.
+  const pg = options.pg
+    ? [
+        new (
+          require(PG_INSTRUMENTATION) as typeof import('@opentelemetry/instrumentation-pg')
+        ).PgInstrumentation({ requestHook }),
+      ]
+    : [];
   return [
     new HttpInstrumentation(),
     new ExpressInstrumentation(),
     new UndiciInstrumentation(),
     new GrpcInstrumentation(),
     ...kafka,
+    ...pg,
     ...(options.instrumentations ?? []),
   ];
 }

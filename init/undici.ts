@@ -36,18 +36,17 @@ export function watchUndici(options: HttpClientOptions): () => void {
     if (isTracingSuppressed(active) || madeByFetch(active)) return;
     const request = (message as { request: Bound }).request;
     try {
-      request[UNLINK] = startOutbound(
-        current(),
-        request,
-        requestSetter,
-        (error) => abortRequest(request, error),
+      request[UNLINK] = startOutbound({
+        ctx: current(),
+        carrier: request,
+        setter: requestSetter,
+        abort: (error) => abortRequest(request, error),
         options,
-        undefined,
-        written(
+        headers: written(
           headerValue(request, TIMEOUT_HEADER) !== undefined,
           headerValue(request, 'traceparent') !== undefined,
         ),
-      );
+      });
     } catch (error) {
       // The context has ended: undici fails the request with this error when it connects.
       request.error = error as Error;

@@ -1,6 +1,6 @@
 /**
  * The test runner: `npm test [-- <path filter>... <node --test option>...]`; with `--unit`
- * (`npm run test:unit`), only the tests that need neither Kafka, Jaeger nor Go.
+ * (`npm run test:unit`), only the tests that need neither Kafka, Jaeger, PostgreSQL nor Go.
  *
  * Runs `node --test` on sdk/, adapters/ and test/. Tests get their endpoints from
  * kafkaBrokers(t) and jaeger(t) (test/support/infra.ts); when a selected test file calls one and
@@ -18,6 +18,7 @@ const USES: Record<Service, { call: RegExp; env: string[] }> = {
   kafka: { call: /\bkafkaBrokers\(/, env: ['KAFKA_BROKERS'] },
   jaeger: { call: /\bjaeger\(/, env: ['JAEGER_URL', 'OTEL_EXPORTER_OTLP_ENDPOINT'] },
   'kafka-cluster': { call: /\bkafkaCluster(Alone)?\(/, env: ['KAFKA_CLUSTER_BROKERS'] },
+  postgres: { call: /\bpostgres\(t/, env: ['POSTGRES_URL'] },
 };
 
 // Tests that build the grpc-go peer need Go: they are not unit tests.

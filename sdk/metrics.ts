@@ -11,8 +11,20 @@ import type { CauseCode } from './cause.ts';
 /** Why an inbound value was not taken as sent. */
 export type RejectReason = 'malformed' | 'duplicate' | 'too_large' | 'clamped';
 
-/** The transports ctxflow's adapters count under (`ctxflow.transport`). */
-export type Transport = 'http' | 'grpc' | 'kafka';
+/**
+ * A transport as its adapter names it in metrics: `ctxflow.transport`, and the semantic-convention
+ * attribute naming one of its operations (`http.route`, `rpc.method`, `messaging.destination.name`).
+ */
+export interface Transport {
+  readonly name: string;
+  readonly operationKey: string;
+  /**
+   * Every caller of this transport is a service (an RPC client), so a trusted one going away is
+   * `upstream_cancelled` even when it sent no deadline; otherwise only a caller that sent ctxflow's
+   * deadline headers is (docs/design.md, "The inbound lifecycle").
+   */
+  readonly callersAreServices?: boolean;
+}
 
 /**
  * Bucket boundaries of the budget-on-arrival histogram, in milliseconds: fine at the low end,
@@ -45,65 +57,75 @@ interface Instruments {
   readonly bulkheadWait: Histogram;
 }
 
+let provider: MeterProvider | undefined;
+let instruments: Instruments | undefined;
+
 /**
- * Instruments declared lazily: `make` runs at the first call and again whenever another
- * MeterProvider has been registered since, so instruments are no-ops until one is and follow it
- * afterwards. For adapters declaring instruments of their own beside the core's.
+ * Instruments an adapter declares for its own transport, made by `make` once per registered
+ * MeterProvider (no-ops until one is registered, as the core's are). Returns what gives them.
  */
-export function lazyInstruments<T>(make: (meter: Meter) => T): () => T {
-  let provider: MeterProvider | undefined;
-  let instruments: T | undefined;
+export function adapterInstruments<T>(make: (meter: Meter) => T): () => T {
+  let madeFor: MeterProvider | undefined;
+  let made: T | undefined;
   return () => {
     const global = metrics.getMeterProvider();
-    if (global === provider && instruments !== undefined) return instruments;
-    provider = global;
-    instruments = make(global.getMeter('ctxflow'));
-    return instruments;
+    if (global !== madeFor || made === undefined) {
+      madeFor = global;
+      made = make(global.getMeter('ctxflow'));
+    }
+    return made;
   };
 }
 
-/** The `ctxflow.cause` attribute of a cause code: the standard codes as they are, any other `other`. */
-export function causeAttribute(cause: CauseCode): string {
+/** A cause code as metrics count it: the standard ones as they are, any other (a caller's own token) as `other`. */
+export function metricCause(cause: CauseCode): string {
   return STANDARD_CAUSES.has(cause) ? cause : 'other';
 }
 
-/** The core's instruments of the registered MeterProvider, made once per provider. */
-const meter = lazyInstruments<Instruments>((m) => ({
-  rejected: m.createCounter('ctxflow.inbound.rejected', {
-    description: 'Inbound deadline and cause header values ignored or clamped',
-    unit: '{value}',
-  }),
-  budget: m.createHistogram('ctxflow.budget.arrival', {
-    description: 'Budget left when a request or message arrived at a hop',
-    unit: 'ms',
-    advice: { explicitBucketBoundaries: BUDGET_BUCKETS_MS },
-  }),
-  ended: m.createCounter('ctxflow.context.ended', {
-    description: 'Requests and messages whose context ended before their work did, by cause',
-    unit: '{context}',
-  }),
-  shed: m.createCounter('ctxflow.request.shed', {
-    description: 'Requests refused on arrival because their budget was below the minimum',
-    unit: '{request}',
-  }),
-  outlived: m.createCounter('ctxflow.outlived', {
-    description: 'Work still running a while after its context ended',
-    unit: '{work}',
-  }),
-  retries: m.createCounter('ctxflow.retry.decisions', {
-    description: 'What a retry policy decided after a failed attempt',
-    unit: '{decision}',
-  }),
-  breaker: m.createCounter('ctxflow.breaker.transitions', {
-    description: 'Circuit breaker state changes',
-    unit: '{transition}',
-  }),
-  bulkheadWait: m.createHistogram('ctxflow.bulkhead.wait', {
-    description: 'Time a call waited in a bulkhead queue',
-    unit: 'ms',
-    advice: { explicitBucketBoundaries: BUDGET_BUCKETS_MS },
-  }),
-}));
+/** The instruments of the registered MeterProvider (no-ops until one is registered), made once per provider. */
+function meter(): Instruments {
+  const global = metrics.getMeterProvider();
+  if (global === provider && instruments !== undefined) return instruments;
+  provider = global;
+  const m = global.getMeter('ctxflow');
+  instruments = {
+    rejected: m.createCounter('ctxflow.inbound.rejected', {
+      description: 'Inbound deadline and cause header values ignored or clamped',
+      unit: '{value}',
+    }),
+    budget: m.createHistogram('ctxflow.budget.arrival', {
+      description: 'Budget left when a request or message arrived at a hop',
+      unit: 'ms',
+      advice: { explicitBucketBoundaries: BUDGET_BUCKETS_MS },
+    }),
+    ended: m.createCounter('ctxflow.context.ended', {
+      description: 'Requests and messages whose context ended before their work did, by cause',
+      unit: '{context}',
+    }),
+    shed: m.createCounter('ctxflow.request.shed', {
+      description: 'Requests refused on arrival because their budget was below the minimum',
+      unit: '{request}',
+    }),
+    outlived: m.createCounter('ctxflow.outlived', {
+      description: 'Work still running a while after its context ended',
+      unit: '{work}',
+    }),
+    retries: m.createCounter('ctxflow.retry.decisions', {
+      description: 'What a retry policy decided after a failed attempt',
+      unit: '{decision}',
+    }),
+    breaker: m.createCounter('ctxflow.breaker.transitions', {
+      description: 'Circuit breaker state changes',
+      unit: '{transition}',
+    }),
+    bulkheadWait: m.createHistogram('ctxflow.bulkhead.wait', {
+      description: 'Time a call waited in a bulkhead queue',
+      unit: 'ms',
+      advice: { explicitBucketBoundaries: BUDGET_BUCKETS_MS },
+    }),
+  };
+  return instruments;
+}
 
 /**
  * Counts an inbound header value that was ignored (or clamped), as the OpenTelemetry
@@ -119,15 +141,13 @@ export function countRejected(header: string, reason: RejectReason): void {
  * `messaging.destination.name`, a topic). Never a raw URL or anything else a client chooses.
  */
 export function hopAttributes(transport: Transport, operation?: string): Attributes {
-  const id = `${transport} ${operation ?? ''}`;
+  const id = `${transport.name} ${operation ?? ''}`;
   let attributes = attributeSets.get(id);
   if (attributes !== undefined) return attributes;
-  const key =
-    transport === 'http' ? 'http.route' : transport === 'grpc' ? 'rpc.method' : 'messaging.destination.name';
   attributes = Object.freeze(
     operation === undefined
-      ? { 'ctxflow.transport': transport }
-      : { 'ctxflow.transport': transport, [key]: operation },
+      ? { 'ctxflow.transport': transport.name }
+      : { 'ctxflow.transport': transport.name, [transport.operationKey]: operation },
   );
   // Operations are routes, methods and topics the service declared: few. The cap only bounds memory.
   if (attributeSets.size < MAX_ATTRIBUTE_SETS) attributeSets.set(id, attributes);
@@ -152,11 +172,8 @@ export type CauseSource = 'local' | 'downstream';
 
 /** Counts a context that ended before its request's work did (`ctxflow.context.ended`), by cause. */
 export function countEnded(attributes: Attributes, cause: CauseCode, source: CauseSource = 'local'): void {
-  meter().ended.add(1, {
-    ...attributes,
-    'ctxflow.cause': causeAttribute(cause),
-    'ctxflow.cause.source': source,
-  });
+  const code = metricCause(cause);
+  meter().ended.add(1, { ...attributes, 'ctxflow.cause': code, 'ctxflow.cause.source': source });
 }
 
 /** Counts a request refused on arrival for want of budget (`ctxflow.request.shed`). */
@@ -166,7 +183,8 @@ export function countShed(attributes: Attributes): void {
 
 /** Counts work still running a while after its context ended (`ctxflow.outlived`), by the detector's name and the cause. */
 export function countOutlived(name: string, cause: CauseCode): void {
-  meter().outlived.add(1, { 'ctxflow.work': name, 'ctxflow.cause': causeAttribute(cause) });
+  const code = metricCause(cause);
+  meter().outlived.add(1, { 'ctxflow.work': name, 'ctxflow.cause': code });
 }
 
 /**

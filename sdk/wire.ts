@@ -49,21 +49,28 @@ export {
   foreignDeadline,
   GRPC_TIMEOUT_HEADER,
 } from './foreign.ts';
-export { acceptInbound, type InboundCall, type InboundOptions, narrowInbound } from './inbound.ts';
 export {
+  acceptInbound,
+  InboundCall,
+  type InboundOptions,
+  NEAR_DEADLINE_MS,
+  narrowInbound,
+} from './inbound.ts';
+export {
+  adapterInstruments,
   BUDGET_BUCKETS_MS,
   type CauseSource,
-  causeAttribute,
   countEnded,
   countOutlived,
   countShed,
   hopAttributes,
-  lazyInstruments,
+  metricCause,
   recordArrival,
   type Transport,
 } from './metrics.ts';
 export { isTracingSuppressed, rpcServerSpan } from './otel-keys.ts';
 export {
+  type OutboundCall,
   type OutboundHeaders,
   type OutboundOptions,
   type OutboundSetter,

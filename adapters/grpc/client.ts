@@ -70,20 +70,11 @@ export function clientInterceptor(options: ClientInterceptorOptions = {}): Inter
     const call: grpc.InterceptingCall = new grpc.InterceptingCall(next, {
       start(metadata, _listener, startNext) {
         try {
+          const outbound = { ctx, carrier: metadata, setter: metadataSetter, abort, options: wire, deadline };
           unlink =
             otel.active() === active
-              ? startOutbound(ctx, metadata, metadataSetter, abort, wire, deadline)
-              : otel.with(
-                  active,
-                  startOutbound,
-                  undefined,
-                  ctx,
-                  metadata,
-                  metadataSetter,
-                  abort,
-                  wire,
-                  deadline,
-                );
+              ? startOutbound(outbound)
+              : otel.with(active, startOutbound, undefined, outbound);
         } catch (error) {
           // The context ended between the call's creation and its start.
           endedBy = error as ContextDoneError;
@@ -137,17 +128,17 @@ export function contextTransformer(options: ClientInterceptorOptions = {}): Call
     if (plan.fromContext) properties.callOptions = { ...properties.callOptions, deadline };
     const surface = properties.call as unknown as SurfaceCall;
     let endedBy: ContextDoneError | undefined;
-    let unlink = startOutbound(
+    let unlink = startOutbound({
       ctx,
-      properties.metadata,
-      metadataSetter,
-      (error) => {
+      carrier: properties.metadata,
+      setter: metadataSetter,
+      abort: (error) => {
         endedBy = error;
         surface.call?.cancelWithStatus(grpcStatusFor(error.cause.code), `ctxflow: ${error.message}`);
       },
-      wire,
+      options: wire,
       deadline,
-    );
+    });
     const typed = (error: unknown): unknown => {
       if (!(error instanceof Error) || typeof (error as { code?: unknown }).code !== 'number') return error;
       const status = clientStatus(error as unknown as StatusObject, endedBy, deadline);

@@ -3,14 +3,13 @@ import type { Deadline, Metadata, StatusObject } from '@grpc/grpc-js';
 import * as grpc from '@grpc/grpc-js';
 import type { TextMapGetter, TextMapSetter } from '@opentelemetry/api';
 import type { Cause, CauseCode, ContextDoneError } from '../../sdk/index.ts';
-import { CANCEL_REASON_HEADER, decodeCause, encodeCause } from '../../sdk/wire.ts';
+import { CANCEL_REASON_HEADER, decodeCause, encodeCause, NEAR_DEADLINE_MS } from '../../sdk/wire.ts';
+
+export { NEAR_DEADLINE_MS };
 
 export const Status = grpc.status;
 
-/** Within this many ms of its deadline, a call cancelled with no reason is counted as past its deadline. */
-export const NEAR_DEADLINE_MS = 5;
-
-/** True when `deadline` (epoch ms) is no more than NEAR_DEADLINE_MS away. */
+/** True when `deadline` (epoch ms) is no more than NEAR_DEADLINE_MS away (a call cancelled then ended by it). */
 export function nearDeadline(deadline: number | undefined): boolean {
   return deadline !== undefined && Date.now() >= deadline - NEAR_DEADLINE_MS;
 }

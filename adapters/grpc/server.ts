@@ -8,18 +8,15 @@ import type {
   StatusObject,
 } from '@grpc/grpc-js';
 import * as grpc from '@grpc/grpc-js';
-import { type Attributes, diag, context as otel } from '@opentelemetry/api';
-import type { CancelableContext, Cause, CauseCode, Context, ContextDoneError } from '../../sdk/index.ts';
+import { diag, context as otel } from '@opentelemetry/api';
+import type { Context } from '../../sdk/index.ts';
 import {
   acceptInbound,
   checkForeignHeaders,
-  countEnded,
-  countShed,
-  hopAttributes,
+  DEFAULT_RESERVE_MS,
   type InboundCall,
   type InboundOptions,
-  narrowInbound,
-  recordArrival,
+  type Transport,
 } from '../../sdk/wire.ts';
 import {
   contextStatus,
@@ -29,35 +26,38 @@ import {
   isContextStatus,
   metadataGetter,
   NEAR_DEADLINE_MS,
-  nearDeadline,
   noop,
   reasonOf,
   Status,
   withReason,
 } from './metadata.ts';
 
-/** Options of `serverInterceptor`: the context budget and how far inbound metadata is trusted. */
-export interface ServerInterceptorOptions extends InboundOptions {}
+/** Options of `serverInterceptor` and `wrapService`: the context budget and how far inbound metadata is trusted. */
+export interface ServerInterceptorOptions extends InboundOptions {
+  /**
+   * A call arriving with less than this many milliseconds left is answered DEADLINE_EXCEEDED at
+   * once, without running its handler: the shedding rule of every transport. Default 5 (the
+   * default reserve: less than that could not give a downstream call any budget).
+   */
+  minBudgetMs?: number;
+}
 
+/** The transport as ctxflow's metrics name it. */
+export const GRPC: Transport = { name: 'grpc', operationKey: 'rpc.method', callersAreServices: true };
+
+/** A served call: its lifecycle in the core, and what the gRPC side of it needs beside. */
 export interface ServerCall {
-  readonly ctx: CancelableContext;
-  readonly otelContext: ReturnType<typeof otel.active>;
-  /** The budget on arrival (`acceptInbound`), for the server span. */
-  readonly budgetMs: number | undefined;
-  /** The metric attributes of the call: transport and method. */
-  readonly attributes: Attributes;
+  readonly inbound: InboundCall;
   /** A status was sent (or the call is gone): nothing more goes out. */
   finished: boolean;
   /** A unary response message went out: its OK status follows and is kept. */
   responded: boolean;
   /** The handler was bound by `wrapService`. */
   bound: boolean;
-  /** The context an inner layer narrowed `ctx` to (`narrowCall`), which the handler runs in. */
-  narrowed: Context | undefined;
+  /** The call was answered for its context's end: what the handler answers after that is late. */
+  endedByContext: boolean;
   unlink: () => void;
-  /** Stops recording the context's end on the handler's span, before a normal end. */
-  untrace: () => void;
-  /** Ends the call with `status` (settled against the context on its way out). */
+  /** Ends the call for its context's end with `status` (settled against the context on its way out). */
   end(status: StatusLike): void;
 }
 
@@ -72,19 +72,23 @@ export function stateOf(metadata: Metadata | undefined): ServerCall | undefined 
   return metadata === undefined || metadata === null ? undefined : (metadata as WithState)[CALL_STATE];
 }
 
-/**
- * Builds an inbound call's context from its metadata and its grpc-timeout, and records its budget
- * on arrival: the start shared by `serverInterceptor` and `wrapService`.
- */
+/** Builds an inbound call's context from its metadata and its grpc-timeout: the start shared by `serverInterceptor` and `wrapService`. */
 export function acceptCall(
   metadata: Metadata,
-  options: InboundOptions,
+  options: ServerInterceptorOptions,
   transportDeadline: number | undefined,
-  attributes: Attributes,
+  path: string,
 ): InboundCall {
-  const inbound = acceptInbound(metadata, metadataGetter, options, transportDeadline);
-  recordArrival(attributes, inbound.budgetMs);
-  return inbound;
+  return acceptInbound(metadata, metadataGetter, options, transportDeadline, GRPC, path);
+}
+
+/** The status that sheds a call which arrived with less than `minBudgetMs` left (counted), or undefined. */
+export function shedStatus(
+  inbound: InboundCall,
+  options: ServerInterceptorOptions,
+): StatusObject | undefined {
+  const error = inbound.shed(options.minBudgetMs ?? DEFAULT_RESERVE_MS);
+  return error === undefined ? undefined : contextStatus(error);
 }
 
 /**
@@ -99,26 +103,34 @@ export function endsBeforeTransport(ctx: Context, transportDeadline: number | un
   );
 }
 
-/** The status that sheds a call whose budget is spent before its handler would start (counted), or undefined. */
-export function shedStatus(ctx: Context, attributes: Attributes): StatusObject | undefined {
-  if (ctx.cause === undefined) return undefined;
-  countShed(attributes);
-  return contextStatus(ctx.error as ContextDoneError);
-}
-
 /**
  * The context a handler bound by `wrapService` runs in when a layer before it (serverInterceptor,
  * or init()'s own wrapService) built the call's context: that context, or a child narrowed to
  * `budgetMs` when that is tighter, whose end ends the call with its cause, once.
  */
 export function narrowCall(state: ServerCall, budgetMs: number | undefined): Context {
-  const ctx = narrowInbound(state.ctx, budgetMs);
-  if (ctx === state.ctx) return ctx;
-  state.narrowed = ctx;
+  const before = state.inbound.scope;
+  const ctx = state.inbound.narrow(budgetMs);
+  if (ctx === before) return ctx;
   ctx.onDone((error) => {
     if (!state.finished && !state.responded) state.end(contextStatus(error));
   });
   return ctx;
+}
+
+/** The call is over: a status went out (or the call is gone), nothing more will. */
+export function finishCall(state: ServerCall): void {
+  state.finished = true;
+  state.unlink();
+  state.unlink = noop;
+}
+
+/** The client cancelled the call, or grpc-js's deadline timer ended it: the context ends, counted. */
+export function cancelledCall(state: ServerCall): void {
+  if (state.finished) return;
+  finishCall(state);
+  state.inbound.callerGone();
+  state.inbound.finish(false);
 }
 
 /** Puts a live call's state on its request metadata, where `stateOf` and `contextOf` find it. */
@@ -159,31 +171,22 @@ function checkBound(state: ServerCall): void {
  */
 export function serverInterceptor(options: ServerInterceptorOptions = {}): ServerInterceptor {
   checkForeignHeaders(options.foreignHeaders);
-  const callerGone: CauseCode = options.trustInbound === false ? 'client_disconnected' : 'upstream_cancelled';
   return (method: ServerMethodDefinition<unknown, unknown>, call: ServerInterceptingCallInterface) => {
     let state: ServerCall | undefined;
     const handlerOnMetadata = method.requestStream;
     const unaryResponse = !method.responseStream;
 
-    const finish = (live: ServerCall): void => {
-      live.finished = true;
-      live.unlink();
-      live.unlink = noop;
-    };
-
     const intercepting: grpc.ServerInterceptingCall = new grpc.ServerInterceptingCall(call, {
       start(startNext) {
         const listener: ServerListener = {
           onReceiveMetadata(metadata, metadataNext) {
-            const attributes = hopAttributes('grpc', method.path);
             const transportDeadline = epochMs(call.getDeadline());
-            const inbound = acceptCall(metadata, options, transportDeadline, attributes);
-            const ctx = inbound.ctx;
-            const callState = new InterceptedCall(inbound, attributes, intercepting);
+            const inbound = acceptCall(metadata, options, transportDeadline, method.path);
+            const callState = new InterceptedCall(inbound, intercepting);
             state = callState;
-            const shed = shedStatus(ctx, attributes);
+            const shed = shedStatus(inbound, options);
             if (shed !== undefined) {
-              finish(callState);
+              finishCall(callState);
               call.sendStatus(shed);
               return;
             }
@@ -191,10 +194,10 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
             // A deadline of ours ends the call with its reason. When it is the transport's own
             // (give or take the clock's tick), grpc-js's deadline timer ends the call already and
             // onCancel ends the context: no timer of ours until the handler observes the context.
-            if (endsBeforeTransport(ctx, transportDeadline)) {
-              callState.unlink = ctx.onDone((error) => {
+            if (endsBeforeTransport(inbound.ctx, transportDeadline)) {
+              callState.unlink = inbound.ctx.onDone((error) => {
                 if (callState.finished || callState.responded) return;
-                intercepting.sendStatus(contextStatus(error));
+                callState.end(contextStatus(error));
               });
             }
             // The handler starts here for client and bidi streaming, at the half-close otherwise:
@@ -208,22 +211,18 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
           },
           onReceiveMessage(message, messageNext) {
             if (state === undefined || !handlerOnMetadata) messageNext(message);
-            else otel.with(state.otelContext, messageNext, undefined, message);
+            else otel.with(state.inbound.otelContext, messageNext, undefined, message);
           },
           onReceiveHalfClose(halfCloseNext) {
             if (state === undefined) {
               halfCloseNext();
               return;
             }
-            otel.with(state.otelContext, halfCloseNext);
+            otel.with(state.inbound.otelContext, halfCloseNext);
             if (!handlerOnMetadata) checkBound(state);
           },
           onCancel() {
-            const live = state;
-            if (live === undefined || live.finished) return;
-            finish(live);
-            live.ctx.cancel(nearDeadline(live.ctx.deadline) ? 'deadline_exceeded' : callerGone);
-            countEnded(live.attributes, (live.ctx.cause as Cause).code);
+            if (state !== undefined) cancelledCall(state);
           },
         };
         startNext(listener);
@@ -236,13 +235,17 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
           messageNext(message);
           return;
         }
-        if (state.finished) return;
-        const error = state.ctx.error;
+        if (state.finished) {
+          if (state.endedByContext) state.inbound.late();
+          return;
+        }
+        const error = state.inbound.ctx.error;
         if (error !== undefined) {
           // The context ended before this answer: it is not sent, the call ends with the cause.
           // Straight to the next call: ours holds statuses back while a message is in progress.
-          finish(state);
-          countEnded(state.attributes, error.cause.code);
+          state.endedByContext = true;
+          finishCall(state);
+          state.inbound.finish(false);
           call.sendStatus(contextStatus(error));
           return;
         }
@@ -255,8 +258,11 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
           statusNext(status);
           return;
         }
-        if (live.finished) return;
-        finish(live);
+        if (live.finished) {
+          if (live.endedByContext) live.inbound.late();
+          return;
+        }
+        finishCall(live);
         // A unary response went out while the context was live: its OK stands.
         const out =
           live.responded && status.code === Status.OK
@@ -265,8 +271,7 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
                 | StatusObject
                 | undefined) ?? status);
         statusNext(out);
-        live.untrace();
-        live.ctx.cancel();
+        live.inbound.finish(true);
       },
     });
     return intercepting;
@@ -275,27 +280,21 @@ export function serverInterceptor(options: ServerInterceptorOptions = {}): Serve
 
 /** A call whose context serverInterceptor built. */
 class InterceptedCall implements ServerCall {
-  readonly ctx: ServerCall['ctx'];
-  readonly otelContext: ServerCall['otelContext'];
-  readonly budgetMs: number | undefined;
-  readonly attributes: Attributes;
+  readonly inbound: InboundCall;
   finished = false;
   responded = false;
   bound = false;
-  narrowed: Context | undefined = undefined;
+  endedByContext = false;
   unlink: () => void = noop;
-  untrace: () => void = noop;
   readonly #call: grpc.ServerInterceptingCall;
 
-  constructor(inbound: InboundCall, attributes: Attributes, call: grpc.ServerInterceptingCall) {
-    this.ctx = inbound.ctx;
-    this.otelContext = inbound.otelContext;
-    this.budgetMs = inbound.budgetMs;
-    this.attributes = attributes;
+  constructor(inbound: InboundCall, call: grpc.ServerInterceptingCall) {
+    this.inbound = inbound;
     this.#call = call;
   }
 
   end(status: StatusLike): void {
+    this.endedByContext = true;
     this.#call.sendStatus(status as StatusObject);
   }
 }
@@ -316,10 +315,11 @@ export interface StatusLike {
  * the handler's answer goes as it is.
  */
 export function settleStatus(live: ServerCall, status: StatusLike | undefined): StatusLike | undefined {
-  const ctx = live.ctx;
+  const inbound = live.inbound;
+  const ctx = inbound.ctx;
   const cause = ctx.cause;
   if (cause !== undefined) {
-    countEnded(live.attributes, cause.code);
+    inbound.countEnd();
     const code = grpcStatusFor(cause.code);
     return {
       code,
@@ -334,7 +334,7 @@ export function settleStatus(live: ServerCall, status: StatusLike | undefined): 
     // The handler answered with a context status (a downstream call's, usually): keep its cause.
     const reported = reasonOf(status.metadata) ?? { code: fallbackCode(code) };
     ctx.cancel(reported);
-    countEnded(live.attributes, reported.code, 'downstream');
+    inbound.countEnd('downstream');
     return {
       code,
       details: status.details ?? status.message,
@@ -342,12 +342,11 @@ export function settleStatus(live: ServerCall, status: StatusLike | undefined): 
     };
   }
   ctx.cancel({ code: 'error', message: Status[code] ?? String(code) });
-  countEnded(live.attributes, 'error');
+  inbound.countEnd();
   return status;
 }
 
 /** The context of the call a handler serves, from its call object; undefined when ctxflow serves no context for it. */
 export function contextOf(call: { metadata?: Metadata }): Context | undefined {
-  const state = stateOf(call.metadata);
-  return state === undefined ? undefined : (state.narrowed ?? state.ctx);
+  return stateOf(call.metadata)?.inbound.scope;
 }

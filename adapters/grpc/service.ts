@@ -3,26 +3,20 @@
 import type { EventEmitter } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
 import type { Metadata } from '@grpc/grpc-js';
-import { type Attributes, context as otel, trace } from '@opentelemetry/api';
-import type { CauseCode, Context } from '../../sdk/index.ts';
+import { context as otel, trace } from '@opentelemetry/api';
 import { ContextDoneError, run } from '../../sdk/index.ts';
-import {
-  addPlainListener,
-  checkForeignHeaders,
-  countEnded,
-  hopAttributes,
-  type InboundCall,
-  type InboundOptions,
-  traceInbound,
-} from '../../sdk/wire.ts';
+import { addPlainListener, checkForeignHeaders, type InboundCall } from '../../sdk/wire.ts';
 import type { GrpcContextError } from './errors.ts';
-import { contextStatus, epochMs, isContextStatus, nearDeadline, noop, Status } from './metadata.ts';
+import { contextStatus, epochMs, isContextStatus, noop, Status } from './metadata.ts';
 import {
   acceptCall,
   attachState,
+  cancelledCall,
   endsBeforeTransport,
+  finishCall,
   narrowCall,
   type ServerCall,
+  type ServerInterceptorOptions,
   type StatusLike,
   settleStatus,
   shedStatus,
@@ -66,7 +60,7 @@ type Answer<Res> = Res | Promise<Res> | undefined | Promise<undefined> | void | 
 export type ContextService<S> = { [K in keyof S]: ContextHandler<S[K]> };
 
 /** Options of `wrapService`: each call's budget and how far its inbound metadata is trusted. */
-export interface WrapServiceOptions extends Omit<InboundOptions, 'budgetMs'> {
+export interface WrapServiceOptions extends Omit<ServerInterceptorOptions, 'budgetMs'> {
   /** This service's own budget per call in milliseconds, or a function of the method path giving it. */
   budgetMs?: number | ((path: string) => number | undefined);
 }
@@ -111,9 +105,7 @@ export function wrapService<S extends object>(
 /** What a handler's calls share: resolved at its first call, from the method path. */
 interface Method {
   readonly path: string;
-  readonly inbound: InboundOptions;
-  readonly attributes: Attributes;
-  readonly callerGone: CauseCode;
+  readonly inbound: ServerInterceptorOptions;
 }
 
 function bindHandler(handler: Handler, self: unknown, options: WrapServiceOptions): Handler {
@@ -136,7 +128,7 @@ function bindHandler(handler: Handler, self: unknown, options: WrapServiceOption
     if (!state.bound) {
       state.bound = true;
       // The server span of instrumentation-grpc, when present, is active only from here on.
-      state.untrace = traceInbound(trace.getActiveSpan(), state.ctx, state.budgetMs);
+      state.inbound.trace(trace.getActiveSpan());
     }
     run(narrowCall(state, method.inbound.budgetMs), () =>
       handleCall(handler, self, call, callback, undefined),
@@ -149,58 +141,45 @@ function methodFor(path: string, options: WrapServiceOptions): Method {
   return {
     path,
     inbound: { ...rest, budgetMs: typeof budgetMs === 'function' ? budgetMs(path) : budgetMs },
-    attributes: hopAttributes('grpc', path),
-    callerGone: options.trustInbound === false ? 'client_disconnected' : 'upstream_cancelled',
   };
 }
 
-/** A call served without serverInterceptor: its context, and whether its status is decided. */
+/** A call served without serverInterceptor: its lifecycle, and whether its status is decided. */
 class DirectCall implements ServerCall {
-  readonly ctx: ServerCall['ctx'];
-  readonly otelContext: ServerCall['otelContext'];
-  readonly budgetMs: number | undefined;
-  readonly attributes: Attributes;
-  readonly callerGone: CauseCode;
+  readonly inbound: InboundCall;
   /** Sends a status for the call: the handler's callback, or an `'error'` on its stream. */
-  end: (status: StatusLike) => void = noop;
+  send: (status: StatusLike) => void = noop;
   finished = false;
   responded = false;
   bound = true;
-  narrowed: Context | undefined = undefined;
+  endedByContext = false;
   unlink: () => void = noop;
-  untrace: () => void = noop;
 
-  constructor(call: InboundCall, method: Method) {
-    this.ctx = call.ctx;
-    this.otelContext = call.otelContext;
-    this.budgetMs = call.budgetMs;
-    this.attributes = method.attributes;
-    this.callerGone = method.callerGone;
+  constructor(inbound: InboundCall) {
+    this.inbound = inbound;
+  }
+
+  end(status: StatusLike): void {
+    this.endedByContext = true;
+    this.send(status);
   }
 
   /** Decides the call's status from the handler's answer (undefined for a response or a normal end). */
   settle(status: StatusLike | undefined): StatusLike | undefined {
-    this.finished = true;
-    this.unlink();
+    finishCall(this);
     return settleStatus(this, status);
   }
 
   /** The call is over: the context is released (a no-op when it ended already). */
   release(): void {
-    this.untrace();
-    this.ctx.cancel();
+    this.inbound.finish(true);
   }
 }
 
 /** The client cancelled the call, or grpc-js's deadline timer ended it (a listener shared by all calls). */
 function onCancelled(this: HandlerCall): void {
-  const live = stateOf(this.metadata) as DirectCall | undefined;
-  if (live === undefined || live.finished) return;
-  live.finished = true;
-  live.unlink();
-  const ctx = live.ctx;
-  ctx.cancel(nearDeadline(ctx.deadline) ? 'deadline_exceeded' : live.callerGone);
-  countEnded(live.attributes, ctx.cause?.code ?? 'cancelled');
+  const live = stateOf(this.metadata);
+  if (live !== undefined) cancelledCall(live);
 }
 
 /** A stream handler's call ended normally (a listener shared by all calls). */
@@ -220,15 +199,14 @@ function serve(
   method: Method,
 ): void {
   const transportDeadline = epochMs((call.getDeadline as () => grpc.Deadline)());
-  const inbound = acceptCall(call.metadata, method.inbound, transportDeadline, method.attributes);
-  const ctx = inbound.ctx;
-  const shed = shedStatus(ctx, method.attributes);
+  const inbound = acceptCall(call.metadata, method.inbound, transportDeadline, method.path);
+  const shed = shedStatus(inbound, method.inbound);
   if (shed !== undefined) {
     if (callback !== undefined) callback(shed);
     else call.emit('error', shed);
     return;
   }
-  const live = new DirectCall(inbound, method);
+  const live = new DirectCall(inbound);
   attachState(call.metadata, live);
   // Plain listeners, past instrumentation-grpc's binding of the call (see addPlainListener);
   // first in line, so the cancellation is recorded before anything else sees it.
@@ -237,9 +215,10 @@ function serve(
     addPlainListener(call as unknown as EventEmitter, 'finish', onFinish);
     holdBackLateAnswers(call, live);
   }
-  otel.with(live.otelContext, start, undefined, handler, self, call, callback, live);
+  otel.with(inbound.otelContext, start, undefined, handler, self, call, callback, live);
   // A deadline of ours ends the call with its reason. When it is the transport's own (give or
   // take the clock's tick), grpc-js's deadline timer ends the call and 'cancelled' the context.
+  const ctx = inbound.ctx;
   if (!live.finished && endsBeforeTransport(ctx, transportDeadline)) {
     live.unlink = ctx.onDone((error) => {
       if (!live.finished) live.end(contextStatus(error));
@@ -255,11 +234,11 @@ function start(
   callback: UnaryCallback | undefined,
   live: DirectCall,
 ): void {
-  live.untrace = traceInbound(trace.getActiveSpan(), live.ctx, live.budgetMs);
+  live.inbound.trace(trace.getActiveSpan());
   const push = call.push;
   if (typeof push === 'function') {
     // Request messages arrive from the transport's events: deliver them in the call's context.
-    const otelContext = live.otelContext;
+    const otelContext = live.inbound.otelContext;
     call.push = function ctxflowPush(this: unknown, chunk: unknown, encoding?: BufferEncoding) {
       return otel.with(otelContext, push, this, chunk, encoding);
     };
@@ -274,7 +253,7 @@ function start(
 function holdBackLateAnswers(call: HandlerCall, live: DirectCall): void {
   const { write, end } = call;
   if (typeof write !== 'function' || typeof end !== 'function') return;
-  const ctx = live.ctx;
+  const ctx = live.inbound.ctx;
   call.write = function ctxflowWrite(this: unknown, ...args: unknown[]): boolean {
     const error = ctx.error;
     if (error === undefined) return write.apply(this, args);
@@ -306,7 +285,10 @@ function handleCall(
     callback === undefined
       ? undefined
       : (error, value, trailer, flags) => {
-          if (answered) return;
+          if (answered) {
+            if (live?.endedByContext === true) live.inbound.late();
+            return;
+          }
           answered = true;
           const status = error == null ? undefined : (handlerError(error, false) as StatusLike);
           // Without a context of ours, or once the call is cancelled (grpc-js sends nothing then,
@@ -331,7 +313,7 @@ function handleCall(
       return emitted;
     };
   }
-  if (live !== undefined) live.end = respond ?? ((status) => call.emit('error', status));
+  if (live !== undefined) live.send = respond ?? ((status) => call.emit('error', status));
   const fail = (error: unknown): void => {
     const status = handlerError(error, true);
     if (respond !== undefined) respond(status);

@@ -57,16 +57,16 @@ export function request(
   // Linked before the request exists: the context's end destroys it once it does.
   let req: ClientRequest | undefined;
   let endedBy: ContextDoneError | undefined;
-  const unlink = startOutbound(
+  const unlink = startOutbound({
     ctx,
-    headers,
-    headerSetter,
-    (error) => {
+    carrier: headers,
+    setter: headerSetter,
+    abort: (error) => {
       endedBy = error;
       req?.destroy(error);
     },
-    { reserveMs, sendDeadline, alsoSend },
-  );
+    options: { reserveMs, sendDeadline, alsoSend },
+  });
   options.headers = headers;
 
   const secure = (url === undefined ? options.protocol : new URL(url).protocol) === 'https:';

@@ -73,15 +73,14 @@ function bindRequest(request: UndiciRequest): void {
   // An instrumentation's traceparent was added after any the caller passed: the last one is its.
   dropHeader(request, TRACEPARENT, 1);
   try {
-    call.unlink = startOutbound(
-      call.ctx,
-      request,
-      replacingSetter,
-      (error) => abort(call, error),
-      call.options,
-      call.ctx.deadline,
-      headerValue(request, TRACEPARENT) === undefined ? 'all' : 'budget',
-    );
+    call.unlink = startOutbound({
+      ctx: call.ctx,
+      carrier: request,
+      setter: replacingSetter,
+      abort: (error) => abort(call, error),
+      options: call.options,
+      headers: headerValue(request, TRACEPARENT) === undefined ? 'all' : 'budget',
+    });
   } catch (error) {
     // The context ended after fetch was called: undici fails the request with this error.
     call.abortedWith = error;

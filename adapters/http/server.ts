@@ -6,34 +6,22 @@
  */
 import { type IncomingHttpHeaders, IncomingMessage, ServerResponse, STATUS_CODES } from 'node:http';
 import { type Context as OtelContext, context as otel, type TextMapGetter, trace } from '@opentelemetry/api';
-import {
-  type CancelableContext,
-  type Cause,
-  type Context,
-  ContextDoneError,
-  getContext,
-  setContext,
-} from '../../sdk/index.ts';
+import { type Cause, type Context, ContextDoneError, getContext, setContext } from '../../sdk/index.ts';
 import {
   acceptInbound,
   addPlainListener,
   CANCEL_REASON_HEADER,
   type CauseSource,
-  cancelAt,
   checkForeignHeaders,
-  countEnded,
-  countOutlived,
-  countShed,
   DEFAULT_RESERVE_MS,
   encodeCause,
   ensureContextManager,
   hopAttributes,
   httpStatusFor,
+  type InboundCall,
   type InboundOptions,
-  narrowInbound,
-  recordArrival,
   rpcServerSpan,
-  traceInbound,
+  type Transport,
 } from '../../sdk/wire.ts';
 import { errorLogger } from './error-log.ts';
 
@@ -71,8 +59,7 @@ export interface HandlerOptions extends ServerOptions {
 /** A node:http request handler, sync or async. */
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => unknown;
 
-const SHED: Cause = Object.freeze({ code: 'deadline_exceeded', message: 'budget below minimum' });
-const HTTP = hopAttributes('http');
+const HTTP: Transport = { name: 'http', operationKey: 'http.route' };
 const ERROR: Cause = Object.freeze({ code: 'error' });
 
 const headerGetter: TextMapGetter<IncomingHttpHeaders> = {
@@ -83,11 +70,11 @@ const headerGetter: TextMapGetter<IncomingHttpHeaders> = {
 // A symbol-keyed property rather than a WeakMap: cheaper per request, and it dies with the request.
 // Registered symbols (`Symbol.for`), here and for the guard below: a second copy of ctxflow in the
 // process sees the request accepted and guarded by the first, and only narrows it.
-const CONTEXT = Symbol.for('ctxflow.http.context.v1');
+const CALL = Symbol.for('ctxflow.http.call.v1');
 // Set when the handler's error ends the context (after answering it): `downstream` for a callee's
 // end it passed on (a rethrown context error), `local` for any other error.
 const ENDED_BY_HANDLER = Symbol.for('ctxflow.http.ended-by-handler.v1');
-type WithContext = IncomingMessage & { [CONTEXT]?: CancelableContext; [ENDED_BY_HANDLER]?: CauseSource };
+type WithCall = IncomingMessage & { [CALL]?: InboundCall; [ENDED_BY_HANDLER]?: CauseSource };
 
 /**
  * The route template that served a request (express's `req.baseUrl` + `req.route.path`), for
@@ -102,7 +89,7 @@ function routeOf(req: IncomingMessage): string | undefined {
 
 /** The context of a request, for code that holds the request but runs outside its handler. */
 export function contextOf(req: IncomingMessage): Context | undefined {
-  return (req as WithContext)[CONTEXT];
+  return (req as WithCall)[CALL]?.scope;
 }
 
 /**
@@ -120,51 +107,52 @@ export function requestContexts(
   const useSignal = options.disconnect === 'signal' && 'signal' in IncomingMessage.prototype;
 
   return function accept(req, res) {
-    const outer = (req as WithContext)[CONTEXT];
-    if (outer !== undefined) return narrow(req, res, outer, options.budgetMs);
-    const call = acceptInbound(req.headers, headerGetter, options);
-    const ctx = call.ctx;
+    const outer = (req as WithCall)[CALL];
+    if (outer !== undefined) return narrow(outer, options.budgetMs);
+    const call = acceptInbound(req.headers, headerGetter, options, undefined, HTTP);
+    (req as WithCall)[CALL] = call;
     // The HTTP server span (instrumentation-http), not the span of a middleware (instrumentation-express).
-    const span = rpcServerSpan(call.otelContext) ?? trace.getSpan(call.otelContext);
-    const budget = call.budgetMs;
-    const untrace = traceInbound(span, ctx, budget);
-    // Judged on arrival, so that the answer depends on the request alone, not on a busy moment
-    // since: an expired budget ends as deadline_exceeded, a small one with SHED.
-    (req as WithContext)[CONTEXT] = ctx;
-    if (budget !== undefined && budget < minBudgetMs) {
-      cancelAt(ctx, SHED, call.arrivedAt);
-      reply(res, ctx.error as ContextDoneError);
-      recordArrival(HTTP, budget);
-      countShed(HTTP);
+    call.trace(rpcServerSpan(call.otelContext) ?? trace.getSpan(call.otelContext));
+    const shed = call.shed(minBudgetMs);
+    if (shed !== undefined) {
+      reply(res, shed);
       return undefined;
     }
-    const callerGone = call.callerGoneCause;
     const signal = useSignal ? (req as { signal?: AbortSignal }).signal : undefined;
     if (signal !== undefined) {
       if (signal.aborted) {
-        ctx.cancel(callerGone);
+        call.callerGone();
+        call.finish(false);
         return undefined;
       }
-      signal.addEventListener('abort', () => ctx.cancel(callerGone));
+      signal.addEventListener('abort', () => callerGone(req, call));
     }
-    ctx.onDone((error) => {
+    call.ctx.onDone((error) => {
       // Ended by the handler's error (already answered, perhaps already flushed), or before the
       // response was complete: what the request died of, counted now.
-      const byHandler = (req as WithContext)[ENDED_BY_HANDLER];
+      const byHandler = (req as WithCall)[ENDED_BY_HANDLER];
       if (byHandler === undefined && res.writableFinished) return;
-      countEnded(hopAttributes('http', routeOf(req)), error.cause.code, byHandler ?? 'local');
+      routed(call, req).countEnd(byHandler ?? 'local');
       reply(res, error);
     });
-    guard(res, ctx);
-    const ended = (): void => {
-      // A complete response is not a cancellation: stop tracing the context before ending it.
-      if (res.writableFinished) untrace();
-      ctx.cancel(res.writableFinished ? undefined : callerGone);
-      recordArrival(hopAttributes('http', routeOf(req)), budget);
-    };
-    watchEnd(res, ended);
+    guard(res, call);
+    watchEnd(res, () => {
+      if (!res.writableFinished) callerGone(req, call);
+      routed(call, req).finish(res.writableFinished);
+    });
     return call.otelContext;
   };
+}
+
+/** The request's call with the route that served it in its metric attributes, once routing has found it. */
+function routed(call: InboundCall, req: IncomingMessage): InboundCall {
+  const route = routeOf(req);
+  if (route !== undefined) call.attributes = hopAttributes(HTTP, route);
+  return call;
+}
+
+function callerGone(req: IncomingMessage, call: InboundCall): void {
+  routed(call, req).callerGone();
 }
 
 /**
@@ -174,18 +162,12 @@ export function requestContexts(
  * becomes the request's context; its end ends the outer one, which answers 504 with the cause,
  * once. Undefined when the request has ended already (answered, or its client gone).
  */
-function narrow(
-  req: IncomingMessage,
-  res: ServerResponse,
-  outer: CancelableContext,
-  budgetMs: number | undefined,
-): OtelContext | undefined {
-  const ctx = narrowInbound(outer, budgetMs);
+function narrow(call: InboundCall, budgetMs: number | undefined): OtelContext | undefined {
+  const before = call.scope;
+  const ctx = call.narrow(budgetMs);
   if (ctx.done) return undefined;
   const active = otel.active();
-  if (ctx === outer) return getContext(active) === outer ? active : setContext(active, outer);
-  (req as WithContext)[CONTEXT] = ctx;
-  (res as Partial<Guarded>)[GUARDED] = ctx;
+  if (ctx === before && getContext(active) === ctx) return active;
   return setContext(active, ctx);
 }
 
@@ -256,13 +238,13 @@ export function answerError(
   res: ServerResponse,
   onError: ErrorReporter,
 ): void {
-  const ctx = (req as WithContext)[CONTEXT];
+  const ctx = (req as WithCall)[CALL]?.scope;
   // Answer first, then end the context: its end would otherwise answer with its own status.
   if (error instanceof ContextDoneError) {
     reply(res, error);
     if (ctx !== undefined && !ctx.done) {
       // A callee's end, passed on by the handler: not this hop's own.
-      (req as WithContext)[ENDED_BY_HANDLER] = 'downstream';
+      (req as WithCall)[ENDED_BY_HANDLER] = 'downstream';
       ctx.cancel(error.cause);
     }
     return;
@@ -280,7 +262,7 @@ export function answerError(
     ownEnd(res).call(res, STATUS_CODES[status] ?? 'Error');
   }
   if (ctx !== undefined && !ctx.done) {
-    (req as WithContext)[ENDED_BY_HANDLER] = 'local';
+    (req as WithCall)[ENDED_BY_HANDLER] = 'local';
     ctx.cancel(ERROR);
   }
 }
@@ -317,26 +299,23 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 const WRITE = Symbol.for('ctxflow.http.write.v1');
 const END = Symbol.for('ctxflow.http.end.v1');
 const GUARDED = Symbol.for('ctxflow.http.guarded.v1');
-// The cause ctxflow answered a response with; `true` once what the handler did after that answer
-// has been counted as outlived work.
-const LATE = Symbol.for('ctxflow.http.late.v1');
+// Set when ctxflow answered the response (its context's end).
+const ANSWERED = Symbol.for('ctxflow.http.answered.v1');
 type Guarded = ServerResponse & {
-  [GUARDED]: Context;
+  [GUARDED]: InboundCall;
   [WRITE]: ServerResponse['write'];
   [END]: ServerResponse['end'];
-  [LATE]?: Cause | true;
+  [ANSWERED]?: true;
 };
 
 /**
- * Makes a response begun after `ctx` ended (by its clock, even before its timer fired) the answer
- * for the context's end instead of the handler's, and drops what the handler writes after that.
- * Shared functions and symbol properties: no closure per request.
+ * Makes a response begun after the call's context ended (by its clock, even before its timer
+ * fired) the answer for the context's end instead of the handler's, and drops what the handler
+ * writes after that. Shared functions and symbol properties: no closure per request.
  */
-function guard(res: ServerResponse, ctx: Context): void {
+function guard(res: ServerResponse, call: InboundCall): void {
   const guarded = res as Guarded;
-  guarded[GUARDED] = ctx;
-  // Guarded already (by a layer that predates the check in accept): its originals stay the originals.
-  if (guarded[END] !== undefined) return;
+  guarded[GUARDED] = call;
   guarded[WRITE] = res.write;
   guarded[END] = res.end;
   res.write = guardedWrite as ServerResponse['write'];
@@ -346,29 +325,23 @@ function guard(res: ServerResponse, ctx: Context): void {
 /** True when the response must not carry what the handler writes: its context ended first. */
 function overtaken(res: Guarded): boolean {
   if (res.headersSent && !res.writableEnded) return false;
-  const error = res[GUARDED].error;
+  const call = res[GUARDED];
+  const error = call.scope.error;
   if (error === undefined) return false;
-  if (res.headersSent) countLate(res);
-  else reply(res, error);
+  if (!res.headersSent) reply(res, error);
+  else if (res[ANSWERED] === true) call.late();
   return true;
-}
-
-/** Counts, once per response, a handler still answering after ctxflow's answer (`ctxflow.outlived`). */
-function countLate(res: Partial<Guarded>): void {
-  const answered = res[LATE];
-  if (answered === undefined || answered === true) return;
-  res[LATE] = true;
-  countOutlived('http.response', answered.code);
 }
 
 /**
  * What a response's header methods become once ctxflow has answered: the handler's header calls
  * are dropped quietly, as its writes are, instead of throwing ERR_HTTP_HEADERS_SENT into it (and
- * from there into the framework's error log). Installed only on a response ctxflow answered.
+ * from there into the framework's error log), and counted as a late answer. Installed only on a
+ * response ctxflow answered.
  */
-function lateHeaders(this: Guarded): ServerResponse {
-  countLate(this);
-  return this;
+function lateHeaders(this: Partial<Guarded>): ServerResponse {
+  this[GUARDED]?.late();
+  return this as ServerResponse;
 }
 
 function silenceHeaders(res: ServerResponse): void {
@@ -404,6 +377,6 @@ function reply(res: ServerResponse, error: ContextDoneError): void {
   res.setHeader(CANCEL_REASON_HEADER, encodeCause(cause));
   res.setHeader('content-type', 'text/plain; charset=utf-8');
   ownEnd(res).call(res, cause.code);
-  (res as Partial<Guarded>)[LATE] = cause;
+  (res as Partial<Guarded>)[ANSWERED] = true;
   silenceHeaders(res);
 }

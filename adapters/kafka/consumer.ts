@@ -45,7 +45,7 @@ import {
   traceEnd,
   traceInbound,
 } from '../../sdk/wire.ts';
-import { headersGetter, manage, yielded } from './headers.ts';
+import { headersGetter, KAFKA, manage, yielded } from './headers.ts';
 import { countMessage, recordCancelDelay } from './metrics.ts';
 
 /** Span attribute: what became of a message (`handled`, `dead-lettered`, `skipped`). */
@@ -333,7 +333,7 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
     const requestId = deadLetter ? undefined : decodeRequestId(headersGetter.get(headers, REQUEST_ID_HEADER));
     const accepted = () => acceptInbound(headers, headersGetter, deadLetter ? deadLetterInbound : inbound);
     const call = base === otel.active() ? accepted() : otel.with(base, accepted);
-    const attributes = hopAttributes('kafka', topic);
+    const attributes = hopAttributes(KAFKA, topic);
     recordArrival(attributes, call.budgetMs);
     // kafkajs instrumentation already runs eachMessage under a process span of its own: ours go
     // on it, and it ends it.

@@ -1,5 +1,9 @@
 import type { TextMapGetter, TextMapSetter } from '@opentelemetry/api';
 import type { IHeaders } from 'kafkajs';
+import type { Transport } from '../../sdk/wire.ts';
+
+/** The transport as ctxflow's metrics name it. */
+export const KAFKA: Transport = { name: 'kafka', operationKey: 'messaging.destination.name' };
 
 type Raw = IHeaders[string];
 

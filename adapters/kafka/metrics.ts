@@ -1,10 +1,10 @@
 import type { CauseCode } from '../../sdk/index.ts';
-import { BUDGET_BUCKETS_MS, causeAttribute, lazyInstruments } from '../../sdk/wire.ts';
+import { adapterInstruments, BUDGET_BUCKETS_MS, metricCause } from '../../sdk/wire.ts';
 
 /** What became of a message not handled as it came (`ctxflow.kafka.outcome`). */
 export type MessageOutcome = 'skipped' | 'dead-lettered' | 'expired';
 
-const meter = lazyInstruments((m) => ({
+const meter = adapterInstruments((m) => ({
   messages: m.createCounter('ctxflow.kafka.messages', {
     description:
       'Kafka messages dead-lettered, skipped, or handed over expired, instead of handled as they came',
@@ -32,7 +32,7 @@ export function countMessage(topic: string, outcome: MessageOutcome, cause: Caus
   meter().messages.add(1, {
     'messaging.destination.name': topic,
     'ctxflow.kafka.outcome': outcome,
-    'ctxflow.cause': causeAttribute(cause),
+    'ctxflow.cause': metricCause(cause),
   });
 }
 

@@ -50,7 +50,13 @@ export function producer(inner: Producer, options: ProducerOptions = {}): Produc
   // error. kafkajs cannot take a message back once handed over: nothing to abort afterwards.
   const decorate = (ctx: Context, messages: Message[]): Message[] => {
     const ours: IHeaders = {};
-    startOutbound(ctx, ours, headersSetter, noop, { reserveMs: options.reserveMs, sendDeadline: true })();
+    startOutbound({
+      ctx,
+      carrier: ours,
+      setter: headersSetter,
+      abort: noop,
+      options: { reserveMs: options.reserveMs, sendDeadline: true },
+    })();
     ours[REQUEST_ID_HEADER] = requestIdFor(ctx);
     return messages.map((message) => ({
       ...message,

@@ -1,5 +1,5 @@
 /**
- * `npm run infra -- up|down|status|env [kafka|jaeger|kafka-cluster]...`: starts, stops, reports on and prints
+ * `npm run infra -- up|down|status|env [kafka|jaeger|kafka-cluster|postgres]...`: starts, stops, reports on and prints
  * the endpoints of the local test infrastructure (see index.ts and docs/infra.md).
  */
 import {
@@ -21,7 +21,7 @@ async function main(args: string[]): Promise<number> {
     rest.length > 0 ? rest : command === 'up' ? DEFAULT_SERVICES : [...DEFAULT_SERVICES, ...runningExtras()];
   const unknown = services.filter((s) => !SERVICES.includes(s as Service));
   if (!command || !['up', 'down', 'status', 'env'].includes(command) || unknown.length > 0) {
-    console.error('usage: npm run infra -- up|down|status|env [kafka|jaeger|kafka-cluster]...');
+    console.error('usage: npm run infra -- up|down|status|env [kafka|jaeger|kafka-cluster|postgres]...');
     return 2;
   }
   const selected = services as Service[];

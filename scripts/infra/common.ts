@@ -3,6 +3,7 @@
  * environment the tests read, and small process and logging helpers.
  */
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -24,6 +25,7 @@ export const DEFAULT_PORTS = {
   clusterController1: 19093,
   clusterController2: 19095,
   clusterController3: 19097,
+  postgres: 5432,
 };
 export type Ports = typeof DEFAULT_PORTS;
 export type PortName = keyof Ports;
@@ -43,13 +45,17 @@ const PORT_ENV: Record<PortName, string> = {
   clusterController1: 'CTXFLOW_KAFKA_CLUSTER_CONTROLLER_PORT_1',
   clusterController2: 'CTXFLOW_KAFKA_CLUSTER_CONTROLLER_PORT_2',
   clusterController3: 'CTXFLOW_KAFKA_CLUSTER_CONTROLLER_PORT_3',
+  postgres: 'CTXFLOW_POSTGRES_PORT',
 };
 
-export type Service = 'kafka' | 'jaeger' | 'kafka-cluster';
+export type Service = 'kafka' | 'jaeger' | 'kafka-cluster' | 'postgres';
 
 /** The variables the tests read (see test/support/infra.ts). */
 export type InfraEnv = Partial<
-  Record<'KAFKA_BROKERS' | 'KAFKA_CLUSTER_BROKERS' | 'JAEGER_URL' | 'OTEL_EXPORTER_OTLP_ENDPOINT', string>
+  Record<
+    'KAFKA_BROKERS' | 'KAFKA_CLUSTER_BROKERS' | 'JAEGER_URL' | 'OTEL_EXPORTER_OTLP_ENDPOINT' | 'POSTGRES_URL',
+    string
+  >
 >;
 
 /** How the CLI and the supervisor drive one service. */
@@ -89,6 +95,23 @@ export function runLayout(cache = cacheDir()) {
   };
 }
 
+/**
+ * PostgreSQL's data directory. PostgreSQL refuses to run as root, so as root the server runs as the
+ * `postgres` user, who cannot enter root's home: its data then lives beside the system's temporary
+ * files, in a directory named after the cache directory it belongs to.
+ */
+export function postgresDataDir(cache = cacheDir()): string {
+  if (process.getuid?.() !== 0) return path.join(runLayout(cache).serviceDir('postgres'), 'data');
+  const id = createHash('sha256').update(cache).digest('hex').slice(0, 12);
+  return path.join(os.tmpdir(), `ctxflow-postgres-${id}`, 'data');
+}
+
+/** A user to run a command as (uid and gid), for a server that refuses to run as root. */
+export interface RunAs {
+  readonly uid: number;
+  readonly gid: number;
+}
+
 export function onPath(tool: string): boolean {
   return (process.env.PATH ?? '').split(path.delimiter).some((dir) => {
     try {
@@ -121,9 +144,15 @@ export function logTail(file: string, lines = 40): string {
 }
 
 /** Runs a command to completion; its output is kept in `logFile` and returned. */
-export function runCommand(command: string, args: string[], cwd: string, logFile: string): Promise<string> {
+export function runCommand(
+  command: string,
+  args: string[],
+  cwd: string,
+  logFile: string,
+  user?: RunAs,
+): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], ...user });
     let stdout = '';
     let output = '';
     child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {

@@ -1,7 +1,7 @@
 /**
  * Local infrastructure for the integration tests, without Docker: one Kafka 3.9 process
- * (KRaft, broker and controller in one; kafka.ts) and one Jaeger v2 with in-memory storage
- * (jaeger.ts), both bound to 127.0.0.1 and detached (supervisor.ts), so they outlive the script.
+ * (KRaft, broker and controller in one; kafka.ts), one Jaeger v2 with in-memory storage
+ * (jaeger.ts) and, on demand, PostgreSQL (postgres.ts), both bound to 127.0.0.1 and detached (supervisor.ts), so they outlive the script.
  * cli.ts is `npm run infra`; scripts/test.ts imports this module.
  *
  * Downloads, builds, configs, data, logs and the state file live in
@@ -22,6 +22,7 @@ import {
 } from './common.ts';
 import { jaeger } from './jaeger.ts';
 import { kafka, kafkaCluster } from './kafka.ts';
+import { postgres } from './postgres.ts';
 import {
   isOurs,
   pidsOf,
@@ -48,10 +49,15 @@ export { JAEGER_IMAGE, JAEGER_VERSION } from './jaeger.ts';
 export { clusterSettings, KAFKA_IMAGE, KAFKA_VERSION, kafkaSettings } from './kafka.ts';
 
 /** Every service `npm run infra` knows. */
-export const SERVICES: readonly Service[] = ['kafka', 'jaeger', 'kafka-cluster'];
-/** What `up` starts when no service is named: the three-broker cluster only on demand. */
+export const SERVICES: readonly Service[] = ['kafka', 'jaeger', 'kafka-cluster', 'postgres'];
+/** What `up` starts when no service is named: the three-broker cluster and PostgreSQL only on demand. */
 export const DEFAULT_SERVICES: readonly Service[] = ['kafka', 'jaeger'];
-const DEFINITIONS: Record<Service, ServiceDefinition> = { kafka, jaeger, 'kafka-cluster': kafkaCluster };
+const DEFINITIONS: Record<Service, ServiceDefinition> = {
+  kafka,
+  jaeger,
+  'kafka-cluster': kafkaCluster,
+  postgres,
+};
 
 function stateEnv(state: State): InfraEnv {
   return Object.assign(

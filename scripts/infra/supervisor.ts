@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Ports, runLayout, type Service } from './common.ts';
+import { type Ports, postgresDataDir, type RunAs, runLayout, type Service } from './common.ts';
 
 /** A service this script started: its pid and the ports it was given. */
 export interface Running {
@@ -42,15 +42,20 @@ export function updateState(service: Service, running: Running | undefined): voi
 
 /**
  * Whether `pid` is still a process we started: its command line names a config file in the
- * service's directory. Guards against killing an unrelated process that reused the pid.
+ * service's directory (PostgreSQL: our data directory). Guards against killing an unrelated process
+ * that reused the pid.
  */
 export function isOurs(service: Service, pid: number): boolean {
   const dir = `${runLayout().serviceDir(service)}${path.sep}`;
+  const dataDir = service === 'postgres' ? postgresDataDir() : undefined;
   try {
     return fs
       .readFileSync(`/proc/${pid}/cmdline`, 'utf8')
       .split('\0')
-      .some((arg) => arg.startsWith(dir) && (arg.endsWith('.properties') || arg.endsWith('.yaml')));
+      .some(
+        (arg) =>
+          arg === dataDir || (arg.startsWith(dir) && (arg.endsWith('.properties') || arg.endsWith('.yaml'))),
+      );
   } catch {
     return false;
   }
@@ -65,12 +70,16 @@ export function rssMegabytes(pid: number): number | undefined {
   }
 }
 
-/** Starts a process in its own process group with output to its log, and lets this script exit. */
+/**
+ * Starts a process in its own process group with output to its log, and lets this script exit;
+ * `user` runs it as another user (from `cwd`, a directory that user can enter).
+ */
 export function startDetached(
   service: Service,
   command: string,
   args: string[],
   logFile = runLayout().log(service),
+  user?: RunAs & { cwd: string },
 ): number {
   const paths = runLayout();
   const log = fs.openSync(logFile, 'a');
@@ -78,6 +87,7 @@ export function startDetached(
     cwd: paths.serviceDir(service),
     detached: true,
     stdio: ['ignore', log, log],
+    ...user,
   });
   fs.closeSync(log);
   if (child.pid === undefined) throw new Error(`${service}: could not start ${command}`);
@@ -85,10 +95,13 @@ export function startDetached(
   return child.pid;
 }
 
-/** SIGTERM to one process of ours, then SIGKILL after 30 s. */
+/**
+ * SIGTERM to one process of ours (PostgreSQL: SIGINT, its fast shutdown; SIGTERM would wait for
+ * every session to end), then SIGKILL after 30 s.
+ */
 export async function stopProcess(service: Service, pid: number): Promise<void> {
   if (!isOurs(service, pid)) return;
-  process.kill(pid, 'SIGTERM');
+  process.kill(pid, service === 'postgres' ? 'SIGINT' : 'SIGTERM');
   const deadline = performance.now() + 30_000;
   while (isOurs(service, pid) && performance.now() < deadline) await sleep(100);
   if (isOurs(service, pid)) process.kill(pid, 'SIGKILL');

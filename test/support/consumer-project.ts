@@ -25,12 +25,38 @@ export function run(
   return exec(command, args, { cwd, timeout, env: { ...process.env, PATH, ...env }, maxBuffer: 16 << 20 });
 }
 
-/** Packs the repository into `dir` (building dist/ through `prepack`); the tarball's path and file list. */
+const PACK_LOCK = path.join(ROOT, '.cache', 'pack.lock');
+
+/**
+ * Packs the repository into `dir` (building dist/ through `prepack`); the tarball's path and file
+ * list. One pack at a time across the test files running in parallel: each rebuilds dist/ from
+ * scratch, and a second build would delete the files the first is packing.
+ */
 export async function pack(dir: string): Promise<{ tarball: string; files: string[] }> {
-  const { stdout } = await run(ROOT, NPM, ['pack', '--json', '--pack-destination', dir]);
-  const [packed] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
-  if (packed === undefined) throw new Error('npm pack printed nothing');
-  return { tarball: path.join(dir, packed.filename), files: packed.files.map((file) => file.path) };
+  fs.mkdirSync(path.dirname(PACK_LOCK), { recursive: true });
+  for (const started = Date.now(); ; ) {
+    try {
+      fs.mkdirSync(PACK_LOCK);
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      // A lock left by a run that was killed is older than any pack takes.
+      const since = fs.statSync(PACK_LOCK, { throwIfNoEntry: false })?.mtimeMs ?? Date.now();
+      if (Date.now() - since > 300_000) {
+        fs.rmSync(PACK_LOCK, { recursive: true, force: true });
+      }
+      if (Date.now() - started > 600_000) throw new Error(`${PACK_LOCK}: held for 10 minutes`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  try {
+    const { stdout } = await run(ROOT, NPM, ['pack', '--json', '--pack-destination', dir]);
+    const [packed] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
+    if (packed === undefined) throw new Error('npm pack printed nothing');
+    return { tarball: path.join(dir, packed.filename), files: packed.files.map((file) => file.path) };
+  } finally {
+    fs.rmSync(PACK_LOCK, { recursive: true, force: true });
+  }
 }
 
 /** A new empty project directory with a package.json (ES modules unless `type` says otherwise). */

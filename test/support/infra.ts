@@ -19,6 +19,7 @@ export const UNAVAILABLE_ENV = {
   kafka: 'CTXFLOW_KAFKA_UNAVAILABLE',
   jaeger: 'CTXFLOW_JAEGER_UNAVAILABLE',
   'kafka-cluster': 'CTXFLOW_KAFKA_CLUSTER_UNAVAILABLE',
+  postgres: 'CTXFLOW_POSTGRES_UNAVAILABLE',
 } as const;
 
 /** Skips the current test with `reason`, or fails it under CI=true. Returns undefined for `return unavailable(...)`. */
@@ -40,6 +41,13 @@ export function kafkaBrokers(t: TestContext): string[] | undefined {
   const brokers = process.env.KAFKA_BROKERS;
   if (!brokers) return unavailable(t, notStarted('kafka', 'KAFKA_BROKERS'));
   return brokers.split(',');
+}
+
+/** The PostgreSQL connection string (trust authentication, user and database `postgres`), or undefined when the test was skipped. */
+export function postgres(t: TestContext): string | undefined {
+  const url = process.env.POSTGRES_URL;
+  if (!url) return unavailable(t, notStarted('postgres', 'POSTGRES_URL'));
+  return url;
 }
 
 /** The three-broker cluster's bootstrap servers, or undefined when the test was skipped. */
