@@ -163,13 +163,12 @@ function instrumentations(options: TracingOptions): Instrumentation[] {
     require('@opentelemetry/instrumentation-undici') as typeof import('@opentelemetry/instrumentation-undici');
   const { GrpcInstrumentation } =
     require('@opentelemetry/instrumentation-grpc') as typeof import('@opentelemetry/instrumentation-grpc');
-  const kafka = options.kafka
-    ? [
-        new (
-          require('@opentelemetry/instrumentation-kafkajs') as typeof import('@opentelemetry/instrumentation-kafkajs')
-        ).KafkaJsInstrumentation(),
-      ]
-    : [];
+  // Destructured, not `new (require(...) as ...).Class()`: tsc drops those parentheses with the
+  // assertion, and the compiled `new require(...).Class()` calls the class without `new`.
+  const { KafkaJsInstrumentation } = (options.kafka ? require(KAFKA_INSTRUMENTATION) : {}) as Partial<
+    typeof import('@opentelemetry/instrumentation-kafkajs')
+  >;
+  const kafka = KafkaJsInstrumentation === undefined ? [] : [new KafkaJsInstrumentation()];
   return [
     new HttpInstrumentation(),
     new ExpressInstrumentation(),
