@@ -28,6 +28,7 @@ import {
   watchHttpClients,
 } from './http.ts';
 import type { KafkaOptions } from './kafka.ts';
+import { onLoad } from './on-load.ts';
 import {
   installed,
   propagatorFromEnv,
@@ -237,23 +238,37 @@ export function init(options: InitOptions = {}): Telemetry {
     undo.push(watchHttpClients(options.clients ?? {}));
     undo.push(watchUndici(options.clients ?? {}));
   }
-  // The gRPC and Kafka hooks are built on OpenTelemetry's module patching: loaded only when it is installed.
+  // The gRPC and Kafka hooks are built on OpenTelemetry's module patching: set up only when it is
+  // installed, and only once the application loads grpc-js or kafkajs, so that init() does not load
+  // them, nor the patching, for a service that uses neither.
   const hooks = installed(HOOKS_PACKAGE);
-  if (options.grpc !== false && hooks) {
-    const { GrpcContextInstrumentation } = require(`./grpc${EXTENSION}`) as typeof import('./grpc.ts');
-    const grpc = new GrpcContextInstrumentation(options.grpc ?? {});
-    undo.push(() => grpc.disable());
-  }
-  if (options.kafka !== false && hooks) {
-    // After OpenTelemetry's kafkajs instrumentation: its process span is active when ours runs.
-    const { KafkaContextInstrumentation } = require(`./kafka${EXTENSION}`) as typeof import('./kafka.ts');
-    const kafka = new KafkaContextInstrumentation(options.kafka ?? {});
-    undo.push(() => kafka.disable());
-  }
+  // Asked before onLoad's hooks exist: they would take this resolution for the application's.
   const wantsHooks =
     (options.grpc !== false && installed('@grpc/grpc-js')) ||
     (options.kafka !== false && installed('kafkajs'));
   reportMissing(missingForTracing, wantsHooks && !hooks ? [HOOKS_PACKAGE] : []);
+  if (options.grpc !== false && hooks) {
+    const grpcOptions = options.grpc ?? {};
+    undo.push(
+      onLoad('@grpc/grpc-js', () => {
+        const { GrpcContextInstrumentation } = require(`./grpc${EXTENSION}`) as typeof import('./grpc.ts');
+        // Its constructor loads grpc-js through the require hooks (wrap.ts: loadThroughHooks).
+        const grpc = new GrpcContextInstrumentation(grpcOptions);
+        undo.push(() => grpc.disable());
+      }),
+    );
+  }
+  if (options.kafka !== false && hooks) {
+    const kafkaOptions = options.kafka ?? {};
+    undo.push(
+      onLoad('kafkajs', () => {
+        // After OpenTelemetry's kafkajs instrumentation: its process span is active when ours runs.
+        const { KafkaContextInstrumentation } = require(`./kafka${EXTENSION}`) as typeof import('./kafka.ts');
+        const kafka = new KafkaContextInstrumentation(kafkaOptions);
+        undo.push(() => kafka.disable());
+      }),
+    );
+  }
   let stopping: Promise<void> | undefined;
   const handle: Telemetry = {
     tracing: sdk !== undefined,
