@@ -16,18 +16,14 @@ import {
   type TextMapSetter,
   trace,
 } from '@opentelemetry/api';
-import type { Instrumentation } from '@opentelemetry/instrumentation';
-import type { Sampler, SpanProcessor } from '@opentelemetry/sdk-trace';
 import { DeadlinePropagator, getContext } from '../sdk/index.ts';
 import { ATTR_BUDGET_SENT, DEFAULT_RESERVE_MS, ensureContextManager } from '../sdk/wire.ts';
-import type { GrpcOptions } from './grpc.ts';
 import {
   type HttpClientOptions,
   type HttpServerOptions,
   patchHttpServers,
   watchHttpClients,
 } from './http.ts';
-import type { KafkaOptions } from './kafka.ts';
 import { onLoad } from './on-load.ts';
 import {
   installed,
@@ -36,11 +32,23 @@ import {
   startTracing,
   tracingPackages,
 } from './tracing.ts';
+import type {
+  GrpcOptions,
+  InstrumentationLike,
+  KafkaOptions,
+  SamplerLike,
+  SpanProcessorLike,
+} from './types.ts';
 import { watchUndici } from './undici.ts';
 
-export type { GrpcOptions } from './grpc.ts';
 export type { HttpClientOptions, HttpServerOptions } from './http.ts';
-export type { KafkaOptions } from './kafka.ts';
+export type {
+  GrpcOptions,
+  InstrumentationLike,
+  KafkaOptions,
+  SamplerLike,
+  SpanProcessorLike,
+} from './types.ts';
 
 /** Options of `init()`; every field has a default, most from the standard `OTEL_*` variables. */
 export interface InitOptions {
@@ -57,12 +65,15 @@ export interface InitOptions {
    * `OTEL_TRACES_EXPORTER=none` or `CTXFLOW_TRACING=false`.
    */
   tracing?: boolean;
-  /** The sampler. Default from `OTEL_TRACES_SAMPLER` (parent-based always-on). */
-  sampler?: Sampler;
-  /** Span processors to use instead of the OTLP/HTTP exporter (e.g. for tests or another backend). */
-  spanProcessors?: SpanProcessor[];
+  /** The sampler (one of `@opentelemetry/sdk-trace`'s). Default from `OTEL_TRACES_SAMPLER` (parent-based always-on). */
+  sampler?: SamplerLike;
+  /**
+   * Span processors (`@opentelemetry/sdk-trace`'s) to use instead of the OTLP/HTTP exporter (e.g.
+   * for tests or another backend).
+   */
+  spanProcessors?: SpanProcessorLike[];
   /** More OpenTelemetry instrumentations to register beside http, express, undici, grpc and kafkajs. */
-  instrumentations?: Instrumentation[];
+  instrumentations?: InstrumentationLike[];
   /** Inbound node:http/https servers (express, fastify, koa, plain http); false leaves them alone. */
   http?: HttpServerOptions | false;
   /** Outbound node:http/https requests, undici and the global fetch; false leaves them alone. */

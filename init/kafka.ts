@@ -36,26 +36,8 @@ import {
   traceEnd,
   traceInbound,
 } from '../sdk/wire.ts';
+import type { KafkaOptions } from './types.ts';
 import { loadThroughHooks, unwrapOnTop, wrapOnTop } from './wrap.ts';
-
-/** What `init()` does on kafkajs producers and consumers. */
-export interface KafkaOptions extends Pick<InboundOptions, 'maxInboundMs' | 'skewAllowanceMs'> {
-  /**
-   * This service's own budget per message in milliseconds. Default 30 000; never more than the
-   * consumer's `sessionTimeout` and `rebalanceTimeout`.
-   */
-  budgetMs?: number;
-  /** Honour the deadline headers of consumed messages. Default true. */
-  trustInbound?: boolean;
-  /**
-   * The dead-letter topic for an expired message of `topic`. Given, a message past its deadline
-   * when consumed is sent there (with `ctx-cancel-reason` and the `ctx-dead-letter-*` headers) and
-   * its handler does not run. Not given, its handler runs in a context already ended.
-   */
-  deadLetterTopic?: (topic: string) => string;
-  /** Milliseconds kept back from the budget each message carries. Default `DEFAULT_RESERVE_MS`. */
-  reserveMs?: number;
-}
 
 interface KafkaModule {
   Kafka: { prototype: Pick<Kafka, 'producer' | 'consumer'> };

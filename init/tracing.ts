@@ -19,16 +19,20 @@ import type { NodeSDKConfiguration } from '@opentelemetry/sdk-node';
 import type { Sampler, SpanLimits, SpanProcessor } from '@opentelemetry/sdk-trace';
 import { TraceContextPropagator } from '../sdk/wire.ts';
 import { BaggagePropagator, CompositePropagator } from './propagator.ts';
+import type { InstrumentationLike, SamplerLike, SpanProcessorLike } from './types.ts';
 
 const require = createRequire(import.meta.url);
 
-/** What the SDK set-up takes from `init()`'s options. */
+/**
+ * What the SDK set-up takes from `init()`'s options. Their sampler, span processors and
+ * instrumentations are typed by their shape (types.ts); they are the SDK's own objects.
+ */
 export interface TracingOptions {
   serviceName?: string;
   endpoint?: string;
-  sampler?: Sampler;
-  spanProcessors?: SpanProcessor[];
-  instrumentations?: Instrumentation[];
+  sampler?: SamplerLike;
+  spanProcessors?: SpanProcessorLike[];
+  instrumentations?: InstrumentationLike[];
   kafka: boolean;
   metrics?: { prometheus?: { port?: number; host?: string } };
 }
@@ -175,7 +179,7 @@ function instrumentations(options: TracingOptions): Instrumentation[] {
     new UndiciInstrumentation(),
     new GrpcInstrumentation(),
     ...kafka,
-    ...(options.instrumentations ?? []),
+    ...((options.instrumentations ?? []) as Instrumentation[]),
   ];
 }
 
@@ -200,7 +204,7 @@ function startNodeSdk(options: TracingOptions, propagator: TextMapPropagator): S
     instrumentations: instrumentations(options),
   };
   if (options.serviceName !== undefined) config.serviceName = options.serviceName;
-  if (options.sampler !== undefined) config.sampler = options.sampler;
+  if (options.sampler !== undefined) config.sampler = options.sampler as Sampler;
   const prometheus = options.metrics?.prometheus;
   if (prometheus !== undefined) {
     const { PrometheusExporter } =
@@ -211,7 +215,7 @@ function startNodeSdk(options: TracingOptions, propagator: TextMapPropagator): S
   }
   if (env('OTEL_LOGS_EXPORTER') === undefined) config.logRecordProcessors = [];
   if (options.spanProcessors !== undefined) {
-    config.spanProcessors = options.spanProcessors;
+    config.spanProcessors = options.spanProcessors as SpanProcessor[];
   } else {
     const exporter = env('OTEL_TRACES_EXPORTER');
     const protocol = env('OTEL_EXPORTER_OTLP_TRACES_PROTOCOL') ?? env('OTEL_EXPORTER_OTLP_PROTOCOL');
@@ -319,7 +323,7 @@ function startLight(options: TracingOptions, propagator: TextMapPropagator): Sta
     const value = number(name);
     return value !== undefined && value >= 0 ? value : undefined;
   };
-  const spanProcessors = options.spanProcessors ?? [
+  const spanProcessors = (options.spanProcessors as SpanProcessor[] | undefined) ?? [
     new sdkTrace.BatchSpanProcessor({
       exporter: otlpHttpExporter(options.endpoint),
       maxQueueSize: nonNegative('OTEL_BSP_MAX_QUEUE_SIZE'),
@@ -328,7 +332,7 @@ function startLight(options: TracingOptions, propagator: TextMapPropagator): Sta
       maxExportBatchSize: nonNegative('OTEL_BSP_MAX_EXPORT_BATCH_SIZE'),
     }),
   ];
-  const sampler = options.sampler ?? samplerFromEnv();
+  const sampler = (options.sampler as Sampler | undefined) ?? samplerFromEnv();
   const provider = new sdkTrace.TracerProvider({
     resource,
     spanProcessors,
