@@ -9,7 +9,6 @@ import {
   diag,
   type Context as OtelContext,
   ProxyTracerProvider,
-  propagation,
   type Span,
   SpanKind,
   type TextMapPropagator,
@@ -120,9 +119,10 @@ class TracedDeadlinePropagator extends DeadlinePropagator {
 }
 
 /**
- * The propagator `init()` registers: those `OTEL_PROPAGATORS` names (default W3C trace context,
- * with ctxflow's reader, equivalent to OpenTelemetry's without its regular expressions, and W3C
- * baggage), then ctxflow's deadline headers.
+ * The propagator `init()` registers with tracing: those `OTEL_PROPAGATORS` names (default W3C trace
+ * context, with ctxflow's reader, equivalent to OpenTelemetry's without its regular expressions,
+ * and W3C baggage), then ctxflow's deadline headers. Needs `@opentelemetry/core` (a dependency of
+ * the span SDK).
  */
 export function defaultPropagator(): TextMapPropagator {
   return propagatorFromEnv(new TracedDeadlinePropagator());
@@ -229,11 +229,10 @@ export function init(options: InitOptions = {}): Telemetry {
     diag.info('ctxflow/init: a tracer provider is registered already; using it');
   } else if (wanted && missingForTracing.length === 0) {
     sdk = startTracing(tracingOptions, defaultPropagator());
-  } else {
-    // No SDK: trace context and baggage still cross every hop.
-    propagation.setGlobalPropagator(defaultPropagator());
-    undo.push(() => propagation.disable());
   }
+  // No SDK, no global propagator: ctxflow's hooks write and read traceparent and ctx-timeout
+  // themselves (sdk/propagation.ts), which is all deadlines and cancellation need. Baggage and
+  // OTEL_PROPAGATORS come with tracing, whose packages bring @opentelemetry/core.
   // An ES module's `import` of node:http does not go through `require`, where instrumentation-http
   // patches it: require them once so that they are patched, whoever imports them and however.
   if (wanted) {

@@ -18,7 +18,6 @@ import type { Instrumentation } from '@opentelemetry/instrumentation';
 import type { NodeSDKConfiguration } from '@opentelemetry/sdk-node';
 import type { Sampler, SpanLimits, SpanProcessor } from '@opentelemetry/sdk-trace';
 import { TraceContextPropagator } from '../sdk/wire.ts';
-import { BaggagePropagator, CompositePropagator } from './propagator.ts';
 import type { InstrumentationLike, SamplerLike, SpanProcessorLike } from './types.ts';
 
 const require = createRequire(import.meta.url);
@@ -50,6 +49,8 @@ const INSTRUMENTATIONS = [
   '@opentelemetry/instrumentation-grpc',
 ];
 const KAFKA_INSTRUMENTATION = '@opentelemetry/instrumentation-kafkajs';
+/** W3C baggage and the composite propagator: a dependency of the span SDK, required by ctxflow itself. */
+const CORE = '@opentelemetry/core';
 
 /** True when `name` resolves from ctxflow's place in node_modules (the application's, for a peer). */
 export function installed(name: string): boolean {
@@ -84,7 +85,7 @@ function needsNodeSdk(options: TracingOptions): boolean {
 
 /** The packages tracing needs with these options and this environment. */
 export function tracingPackages(options: TracingOptions): string[] {
-  const packages = [...INSTRUMENTATIONS, ...(options.kafka ? [KAFKA_INSTRUMENTATION] : [])];
+  const packages = [...INSTRUMENTATIONS, ...(options.kafka ? [KAFKA_INSTRUMENTATION] : []), CORE];
   if (needsNodeSdk(options)) {
     packages.push('@opentelemetry/sdk-node', '@opentelemetry/exporter-trace-otlp-http');
     if (options.metrics?.prometheus !== undefined) packages.push('@opentelemetry/exporter-prometheus');
@@ -127,13 +128,15 @@ function propagatorNames(): string[] {
 
 /**
  * The propagators `OTEL_PROPAGATORS` names (default W3C trace context and baggage), then `last`
- * (ctxflow's deadline headers, always). B3 (`b3`, `b3multi`) is loaded only when named.
+ * (ctxflow's deadline headers, always), composed by `@opentelemetry/core` (which the span SDK
+ * loads anyway). B3 (`b3`, `b3multi`) is loaded only when named.
  */
 export function propagatorFromEnv(last: TextMapPropagator): TextMapPropagator {
+  const { CompositePropagator, W3CBaggagePropagator } = require(CORE) as typeof import('@opentelemetry/core');
   const propagators: TextMapPropagator[] = [];
   for (const name of propagatorNames()) {
     if (name === 'tracecontext') propagators.push(new TraceContextPropagator());
-    else if (name === 'baggage') propagators.push(new BaggagePropagator());
+    else if (name === 'baggage') propagators.push(new W3CBaggagePropagator());
     else if (name === 'none') continue;
     else {
       const extra = EXTRA_PROPAGATORS[name];
@@ -142,7 +145,7 @@ export function propagatorFromEnv(last: TextMapPropagator): TextMapPropagator {
       else if (installed(extra.from)) propagators.push(extra.make(require(extra.from) as never));
     }
   }
-  return new CompositePropagator([...propagators, last]);
+  return new CompositePropagator({ propagators: [...propagators, last] });
 }
 
 let loaderHookRegistered = false;
