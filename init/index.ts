@@ -23,14 +23,8 @@ import {
   patchHttpServers,
   watchHttpClients,
 } from './http.ts';
-import { onLoad } from './on-load.ts';
-import {
-  installed,
-  propagatorFromEnv,
-  type StartedTracing,
-  startTracing,
-  tracingPackages,
-} from './tracing.ts';
+import { installed, onLoad } from './on-load.ts';
+import type { StartedTracing } from './tracing.ts';
 import type {
   GrpcOptions,
   InstrumentationLike,
@@ -125,7 +119,7 @@ class TracedDeadlinePropagator extends DeadlinePropagator {
  * the span SDK).
  */
 export function defaultPropagator(): TextMapPropagator {
-  return propagatorFromEnv(new TracedDeadlinePropagator());
+  return tracingSetUp().propagatorFromEnv(new TracedDeadlinePropagator());
 }
 
 function flag(value: string | undefined): boolean | undefined {
@@ -149,6 +143,10 @@ function tracerProviderRegistered(): boolean {
 const require = createRequire(import.meta.url);
 // The sources run as .ts (tests, `--conditions=ctxflow-source`), the package as compiled .js.
 const EXTENSION = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+/** The SDK set-up, loaded only when tracing is wanted. */
+function tracingSetUp(): typeof import('./tracing.ts') {
+  return require(`./tracing${EXTENSION}`) as typeof import('./tracing.ts');
+}
 /** What init()'s gRPC and Kafka hooks are built on (OpenTelemetry's module patching). */
 const HOOKS_PACKAGE = '@opentelemetry/instrumentation';
 
@@ -223,12 +221,16 @@ export function init(options: InitOptions = {}): Telemetry {
   const undo: (() => void)[] = [];
   const wanted = options.tracing ?? tracingFromEnv(process.env);
   const tracingOptions = { ...options, kafka: options.kafka !== false };
-  const missingForTracing = wanted ? tracingPackages(tracingOptions).filter((name) => !installed(name)) : [];
+  const missingForTracing = wanted
+    ? tracingSetUp()
+        .tracingPackages(tracingOptions)
+        .filter((name) => !installed(name))
+    : [];
   let sdk: StartedTracing | undefined;
   if (wanted && tracerProviderRegistered()) {
     diag.info('ctxflow/init: a tracer provider is registered already; using it');
   } else if (wanted && missingForTracing.length === 0) {
-    sdk = startTracing(tracingOptions, defaultPropagator());
+    sdk = tracingSetUp().startTracing(tracingOptions, defaultPropagator());
   }
   // No SDK, no global propagator: ctxflow's hooks write and read traceparent and ctx-timeout
   // themselves (sdk/propagation.ts), which is all deadlines and cancellation need. Baggage and
@@ -252,7 +254,6 @@ export function init(options: InitOptions = {}): Telemetry {
   // installed, and only once the application loads grpc-js or kafkajs, so that init() does not load
   // them, nor the patching, for a service that uses neither.
   const hooks = installed(HOOKS_PACKAGE);
-  // Asked before onLoad's hooks exist: they would take this resolution for the application's.
   const wantsHooks =
     (options.grpc !== false && installed('@grpc/grpc-js')) ||
     (options.kafka !== false && installed('kafkajs'));

@@ -18,6 +18,7 @@ import type { Instrumentation } from '@opentelemetry/instrumentation';
 import type { NodeSDKConfiguration } from '@opentelemetry/sdk-node';
 import type { Sampler, SpanLimits, SpanProcessor } from '@opentelemetry/sdk-trace';
 import { TraceContextPropagator } from '../sdk/wire.ts';
+import { installed } from './on-load.ts';
 import type { InstrumentationLike, SamplerLike, SpanProcessorLike } from './types.ts';
 
 const require = createRequire(import.meta.url);
@@ -51,16 +52,6 @@ const INSTRUMENTATIONS = [
 const KAFKA_INSTRUMENTATION = '@opentelemetry/instrumentation-kafkajs';
 /** W3C baggage and the composite propagator: a dependency of the span SDK, required by ctxflow itself. */
 const CORE = '@opentelemetry/core';
-
-/** True when `name` resolves from ctxflow's place in node_modules (the application's, for a peer). */
-export function installed(name: string): boolean {
-  try {
-    require.resolve(name);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function env(name: string): string | undefined {
   const value = process.env[name]?.trim();
