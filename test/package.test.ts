@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
+import { pack } from './support/consumer-project.ts';
 
 const exec = promisify(execFile);
 const ROOT = path.join(import.meta.dirname, '..');
@@ -30,15 +31,9 @@ function run(command: string, args: string[], timeout = 120_000) {
 
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ctxflow-consumer-'));
-  const { stdout } = await exec(NPM, ['pack', '--json', '--pack-destination', dir], {
-    cwd: ROOT,
-    timeout: 120_000,
-    env: { ...process.env, PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH}` },
-  });
-  const [packed] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
-  assert.ok(packed);
-  tarball = path.join(dir, packed.filename);
-  const shipped = new Set(packed.files.map((file) => file.path));
+  const packed = await pack(dir);
+  tarball = packed.tarball;
+  const shipped = new Set(packed.files);
   // Every file the exports point at is in the tarball.
   for (const target of Object.values(manifest.exports).flatMap((value) =>
     typeof value === 'string' ? [value] : Object.values(value as Record<string, string>),

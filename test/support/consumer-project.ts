@@ -25,12 +25,44 @@ export function run(
   return exec(command, args, { cwd, timeout, env: { ...process.env, PATH, ...env }, maxBuffer: 16 << 20 });
 }
 
-/** Packs the repository into `dir` (building dist/ through `prepack`); the tarball's path and file list. */
+/**
+ * Packs the repository into `dir` (building dist/ through `prepack`); the tarball's path and file
+ * list. One pack at a time: each rebuilds dist/ from scratch, and node --test runs two test files
+ * at once, so a second pack would delete the files the first is archiving.
+ */
 export async function pack(dir: string): Promise<{ tarball: string; files: string[] }> {
-  const { stdout } = await run(ROOT, NPM, ['pack', '--json', '--pack-destination', dir]);
-  const [packed] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
-  if (packed === undefined) throw new Error('npm pack printed nothing');
-  return { tarball: path.join(dir, packed.filename), files: packed.files.map((file) => file.path) };
+  return withPackLock(async () => {
+    const { stdout } = await run(ROOT, NPM, ['pack', '--json', '--pack-destination', dir]);
+    const [packed] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
+    if (packed === undefined) throw new Error('npm pack printed nothing');
+    return { tarball: path.join(dir, packed.filename), files: packed.files.map((file) => file.path) };
+  });
+}
+
+const PACK_LOCK = path.join(ROOT, 'node_modules', '.cache', 'ctxflow-pack.lock');
+// Longer than any pack takes: a lock this old was left by a run that was killed.
+const STALE_LOCK_MS = 300_000;
+
+/** Runs `fn` holding a lock across processes (a directory: creating one is atomic). */
+async function withPackLock<T>(fn: () => Promise<T>): Promise<T> {
+  fs.mkdirSync(path.dirname(PACK_LOCK), { recursive: true });
+  for (;;) {
+    try {
+      fs.mkdirSync(PACK_LOCK);
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    const since = fs.statSync(PACK_LOCK, { throwIfNoEntry: false })?.mtimeMs;
+    if (since !== undefined && Date.now() - since > STALE_LOCK_MS)
+      fs.rmSync(PACK_LOCK, { recursive: true, force: true });
+    else await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  try {
+    return await fn();
+  } finally {
+    fs.rmSync(PACK_LOCK, { recursive: true, force: true });
+  }
 }
 
 /** A new empty project directory with a package.json (ES modules unless `type` says otherwise). */
