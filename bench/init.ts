@@ -14,7 +14,7 @@
 //   init      init() with tracing: the same SDK set-up plus ctxflow, spans dropped
 //   metrics   init as above, with metrics on (a Prometheus endpoint, not scraped)
 // Pinned as bench/http.ts (load generator on core 0, servers on core 1); start-up processes get
-// every core. Environment: BENCH_STARTUP_ROUNDS (15), BENCH_ROUNDS (5), BENCH_SECONDS (5),
+// every core. Environment: BENCH_STARTUP_ROUNDS (21), BENCH_ROUNDS (5), BENCH_SECONDS (5),
 // BENCH_CONNECTIONS (10), BENCH_LAYERS (comma-separated subset; the ratios need all five; empty:
 // start-up alone).
 import { spawnSync } from 'node:child_process';
@@ -28,7 +28,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const WARMUP_SECONDS = 1.5;
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
-const STARTUP_ROUNDS = Number(process.env.BENCH_STARTUP_ROUNDS ?? 15);
+const STARTUP_ROUNDS = Number(process.env.BENCH_STARTUP_ROUNDS ?? 21);
 const SETUPS = ['bare', 'ctxflow', 'otel', 'init'] as const;
 type Setup = (typeof SETUPS)[number];
 const ALL_LAYERS = ['bare', 'ctxflow', 'otel', 'init', 'metrics'] as const;
