@@ -4,20 +4,8 @@ import {
   type InstrumentationConfig,
   InstrumentationNodeModuleDefinition,
 } from '@opentelemetry/instrumentation';
-import type { ClientInterceptorOptions, ResetGuard, WrapServiceOptions } from '../adapters/grpc/index.ts';
+import type { GrpcOptions } from './types.ts';
 import { loadThroughHooks, unwrapOnTop, wrapOnTop } from './wrap.ts';
-
-/** What `init()` does on @grpc/grpc-js clients and servers. */
-export interface GrpcOptions extends ClientInterceptorOptions, WrapServiceOptions {
-  /** Methods (by path, `/package.Service/Method`) ctxflow leaves alone on the server side. */
-  ignore?: (path: string) => boolean;
-  /**
-   * The HTTP/2 stream-reset limit every server gets at its first `addService` (`resetGuard()` of
-   * `ctxflow/grpc`), so that the cancellations of ctxflow clients do not trip Node's rapid-reset
-   * guard; `false` leaves Node's default (1 000, then 33 per second). Default: `DEFAULT_RESET_GUARD`.
-   */
-  resetGuard?: Partial<ResetGuard> | false;
-}
 
 type Adapter = typeof import('../adapters/grpc/index.ts');
 type Interceptor = ReturnType<Adapter['clientInterceptor']>;

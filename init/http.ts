@@ -1,6 +1,5 @@
 import { type ChannelListener, subscribe, unsubscribe } from 'node:diagnostics_channel';
-import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
-import https from 'node:https';
+import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import { context as otel } from '@opentelemetry/api';
 import { requestContexts, type ServerOptions } from '../adapters/http/server.ts';
 import { current } from '../sdk/index.ts';
@@ -38,10 +37,23 @@ type Wrapped = Listener & { listener?: Listener };
 type AddListener = (this: unknown, event: string | symbol, listener: (...args: never[]) => void) => unknown;
 
 const METHODS = ['on', 'addListener', 'prependListener'] as const;
-const prototypes = [http.Server.prototype, https.Server.prototype] as unknown as Record<
+// Not `import http from 'node:http'`: the ES module facade of node:http reads every export, its
+// lazy WebSocket getters too, which loads Node's bundled undici (about 40 ms at start-up).
+const http = process.getBuiltinModule('node:http');
+// The prototype http.Server and https.Server both inherit from: patching https.Server's own would
+// load node:https and node:tls (about 7 ms) for every service, HTTPS or not.
+const prototypes = [process.getBuiltinModule('node:net').Server.prototype] as unknown as Record<
   string,
   AddListener
 >[];
+
+/** An HTTP or HTTPS server (not HTTP/2, whose compatibility 'request' event ctxflow leaves alone). */
+function servesHttp(server: unknown): boolean {
+  if (server instanceof http.Server) return true;
+  // Only TLS and HTTP/2 servers get here with a 'request' listener: node:https is loaded already
+  // when this one is an https.Server.
+  return server instanceof process.getBuiltinModule('node:https').Server;
+}
 const saved = new Map<Record<string, AddListener>, Record<string, AddListener | undefined>>();
 
 /**
@@ -88,7 +100,7 @@ export function patchHttpServers(options: HttpServerOptions): () => void {
       originals[method] = own;
       const original = proto[method] as AddListener;
       proto[method] = function (this: unknown, event, listener) {
-        const patched = event === 'request' && typeof listener === 'function';
+        const patched = event === 'request' && typeof listener === 'function' && servesHttp(this);
         return original.call(
           this,
           event,

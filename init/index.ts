@@ -9,37 +9,39 @@ import {
   diag,
   type Context as OtelContext,
   ProxyTracerProvider,
-  propagation,
   type Span,
   SpanKind,
   type TextMapPropagator,
   type TextMapSetter,
   trace,
 } from '@opentelemetry/api';
-import type { Instrumentation } from '@opentelemetry/instrumentation';
-import type { Sampler, SpanProcessor } from '@opentelemetry/sdk-trace';
 import { DeadlinePropagator, getContext } from '../sdk/index.ts';
 import { ATTR_BUDGET_SENT, DEFAULT_RESERVE_MS, ensureContextManager } from '../sdk/wire.ts';
-import type { GrpcOptions } from './grpc.ts';
 import {
   type HttpClientOptions,
   type HttpServerOptions,
   patchHttpServers,
   watchHttpClients,
 } from './http.ts';
-import type { KafkaOptions } from './kafka.ts';
-import {
-  installed,
-  propagatorFromEnv,
-  type StartedTracing,
-  startTracing,
-  tracingPackages,
-} from './tracing.ts';
+import { installed, onLoad } from './on-load.ts';
+import type { StartedTracing } from './tracing.ts';
+import type {
+  GrpcOptions,
+  InstrumentationLike,
+  KafkaOptions,
+  SamplerLike,
+  SpanProcessorLike,
+} from './types.ts';
 import { watchUndici } from './undici.ts';
 
-export type { GrpcOptions } from './grpc.ts';
 export type { HttpClientOptions, HttpServerOptions } from './http.ts';
-export type { KafkaOptions } from './kafka.ts';
+export type {
+  GrpcOptions,
+  InstrumentationLike,
+  KafkaOptions,
+  SamplerLike,
+  SpanProcessorLike,
+} from './types.ts';
 
 /** Options of `init()`; every field has a default, most from the standard `OTEL_*` variables. */
 export interface InitOptions {
@@ -56,12 +58,15 @@ export interface InitOptions {
    * `OTEL_TRACES_EXPORTER=none` or `CTXFLOW_TRACING=false`.
    */
   tracing?: boolean;
-  /** The sampler. Default from `OTEL_TRACES_SAMPLER` (parent-based always-on). */
-  sampler?: Sampler;
-  /** Span processors to use instead of the OTLP/HTTP exporter (e.g. for tests or another backend). */
-  spanProcessors?: SpanProcessor[];
+  /** The sampler (one of `@opentelemetry/sdk-trace`'s). Default from `OTEL_TRACES_SAMPLER` (parent-based always-on). */
+  sampler?: SamplerLike;
+  /**
+   * Span processors (`@opentelemetry/sdk-trace`'s) to use instead of the OTLP/HTTP exporter (e.g.
+   * for tests or another backend).
+   */
+  spanProcessors?: SpanProcessorLike[];
   /** More OpenTelemetry instrumentations to register beside http, express, undici, grpc and kafkajs. */
-  instrumentations?: Instrumentation[];
+  instrumentations?: InstrumentationLike[];
   /** Inbound node:http/https servers (express, fastify, koa, plain http); false leaves them alone. */
   http?: HttpServerOptions | false;
   /** Outbound node:http/https requests, undici and the global fetch; false leaves them alone. */
@@ -110,12 +115,13 @@ class TracedDeadlinePropagator extends DeadlinePropagator {
 }
 
 /**
- * The propagator `init()` registers: those `OTEL_PROPAGATORS` names (default W3C trace context,
- * with ctxflow's reader, equivalent to OpenTelemetry's without its regular expressions, and W3C
- * baggage), then ctxflow's deadline headers.
+ * The propagator `init()` registers with tracing: those `OTEL_PROPAGATORS` names (default W3C trace
+ * context, with ctxflow's reader, equivalent to OpenTelemetry's without its regular expressions,
+ * and W3C baggage), then ctxflow's deadline headers. Needs `@opentelemetry/core` (a dependency of
+ * the span SDK).
  */
 export function defaultPropagator(): TextMapPropagator {
-  return propagatorFromEnv(new TracedDeadlinePropagator());
+  return tracingSetUp().propagatorFromEnv(new TracedDeadlinePropagator());
 }
 
 function flag(value: string | undefined): boolean | undefined {
@@ -139,6 +145,10 @@ function tracerProviderRegistered(): boolean {
 const require = createRequire(import.meta.url);
 // The sources run as .ts (tests, `--conditions=ctxflow-source`), the package as compiled .js.
 const EXTENSION = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+/** The SDK set-up, loaded only when tracing is wanted. */
+function tracingSetUp(): typeof import('./tracing.ts') {
+  return require(`./tracing${EXTENSION}`) as typeof import('./tracing.ts');
+}
 /** What init()'s gRPC and Kafka hooks are built on (OpenTelemetry's module patching). */
 const HOOKS_PACKAGE = '@opentelemetry/instrumentation';
 
@@ -216,17 +226,20 @@ export function init(options: InitOptions = {}): Telemetry {
   const undo: (() => void)[] = [];
   const wanted = options.tracing ?? tracingFromEnv(process.env);
   const tracingOptions = { ...options, kafka: options.kafka !== false, pg: options.pg !== false };
-  const missingForTracing = wanted ? tracingPackages(tracingOptions).filter((name) => !installed(name)) : [];
+  const missingForTracing = wanted
+    ? tracingSetUp()
+        .tracingPackages(tracingOptions)
+        .filter((name) => !installed(name))
+    : [];
   let sdk: StartedTracing | undefined;
   if (wanted && tracerProviderRegistered()) {
     diag.info('ctxflow/init: a tracer provider is registered already; using it');
   } else if (wanted && missingForTracing.length === 0) {
-    sdk = startTracing(tracingOptions, defaultPropagator());
-  } else {
-    // No SDK: trace context and baggage still cross every hop.
-    propagation.setGlobalPropagator(defaultPropagator());
-    undo.push(() => propagation.disable());
+    sdk = tracingSetUp().startTracing(tracingOptions, defaultPropagator());
   }
+  // No SDK, no global propagator: ctxflow's hooks write and read traceparent and ctx-timeout
+  // themselves (sdk/propagation.ts), which is all deadlines and cancellation need. Baggage and
+  // OTEL_PROPAGATORS come with tracing, whose packages bring @opentelemetry/core.
   // An ES module's `import` of node:http does not go through `require`, where instrumentation-http
   // patches it: require them once so that they are patched, whoever imports them and however.
   if (wanted) {
@@ -242,30 +255,47 @@ export function init(options: InitOptions = {}): Telemetry {
     undo.push(watchHttpClients(options.clients ?? {}));
     undo.push(watchUndici(options.clients ?? {}));
   }
-  // The gRPC and Kafka hooks are built on OpenTelemetry's module patching: loaded only when it is installed.
+  // The gRPC and Kafka hooks are built on OpenTelemetry's module patching: set up only when it is
+  // installed, and only once the application loads grpc-js or kafkajs, so that init() does not load
+  // them, nor the patching, for a service that uses neither.
   const hooks = installed(HOOKS_PACKAGE);
-  if (options.grpc !== false && hooks) {
-    const { GrpcContextInstrumentation } = require(`./grpc${EXTENSION}`) as typeof import('./grpc.ts');
-    const grpc = new GrpcContextInstrumentation(options.grpc ?? {});
-    undo.push(() => grpc.disable());
-  }
-  if (options.kafka !== false && hooks) {
-    // After OpenTelemetry's kafkajs instrumentation: its process span is active when ours runs.
-    const { KafkaContextInstrumentation } = require(`./kafka${EXTENSION}`) as typeof import('./kafka.ts');
-    const kafka = new KafkaContextInstrumentation(options.kafka ?? {});
-    undo.push(() => kafka.disable());
-  }
-  if (options.pg !== false && hooks) {
-    // After OpenTelemetry's pg instrumentation: its wrappers sit under ours.
-    const { PgContextInstrumentation } = require(`./pg${EXTENSION}`) as typeof import('./pg.ts');
-    const pg = new PgContextInstrumentation();
-    undo.push(() => pg.disable());
-  }
   const wantsHooks =
     (options.grpc !== false && installed('@grpc/grpc-js')) ||
     (options.kafka !== false && installed('kafkajs')) ||
     (options.pg !== false && installed('pg'));
   reportMissing(missingForTracing, wantsHooks && !hooks ? [HOOKS_PACKAGE] : []);
+  if (options.grpc !== false && hooks) {
+    const grpcOptions = options.grpc ?? {};
+    undo.push(
+      onLoad('@grpc/grpc-js', () => {
+        const { GrpcContextInstrumentation } = require(`./grpc${EXTENSION}`) as typeof import('./grpc.ts');
+        // Its constructor loads grpc-js through the require hooks (wrap.ts: loadThroughHooks).
+        const grpc = new GrpcContextInstrumentation(grpcOptions);
+        undo.push(() => grpc.disable());
+      }),
+    );
+  }
+  if (options.kafka !== false && hooks) {
+    const kafkaOptions = options.kafka ?? {};
+    undo.push(
+      onLoad('kafkajs', () => {
+        // After OpenTelemetry's kafkajs instrumentation: its process span is active when ours runs.
+        const { KafkaContextInstrumentation } = require(`./kafka${EXTENSION}`) as typeof import('./kafka.ts');
+        const kafka = new KafkaContextInstrumentation(kafkaOptions);
+        undo.push(() => kafka.disable());
+      }),
+    );
+  }
+  if (options.pg !== false && hooks) {
+    undo.push(
+      onLoad('pg', () => {
+        // After OpenTelemetry's pg instrumentation: its wrappers sit under ours.
+        const { PgContextInstrumentation } = require(`./pg${EXTENSION}`) as typeof import('./pg.ts');
+        const pg = new PgContextInstrumentation();
+        undo.push(() => pg.disable());
+      }),
+    );
+  }
   let stopping: Promise<void> | undefined;
   const handle: Telemetry = {
     tracing: sdk !== undefined,

@@ -5,36 +5,12 @@ import {
   InstrumentationNodeModuleDefinition,
 } from '@opentelemetry/instrumentation';
 import type { Consumer, ConsumerConfig, Kafka, Producer } from 'kafkajs';
-import { CancelBus, type CancelBusOptions } from '../adapters/kafka/bus.ts';
+import { CancelBus } from '../adapters/kafka/bus.ts';
 import { instrumentConsumer } from '../adapters/kafka/consumer.ts';
 import { manage, yielded } from '../adapters/kafka/headers.ts';
 import { producer as wrapProducer } from '../adapters/kafka/producer.ts';
-import type { InboundOptions } from '../sdk/wire.ts';
+import type { KafkaOptions } from './types.ts';
 import { loadThroughHooks, unwrapOnTop, wrapOnTop } from './wrap.ts';
-
-/** What `init()` does on kafkajs producers and consumers. */
-export interface KafkaOptions extends Pick<InboundOptions, 'maxInboundMs' | 'skewAllowanceMs'> {
-  /**
-   * This service's own budget per message in milliseconds. Default 30 000; never more than the
-   * consumer's `sessionTimeout` and `rebalanceTimeout`.
-   */
-  budgetMs?: number;
-  /** Honour the deadline headers of consumed messages. Default true. */
-  trustInbound?: boolean;
-  /**
-   * The dead-letter topic for an expired (or cancelled) message of `topic`. Given, a message past
-   * its deadline when consumed is sent there (with `ctx-cancel-reason` and the `ctx-dead-letter-*`
-   * headers) and its handler does not run. Not given, its handler runs in a context already ended.
-   */
-  deadLetterTopic?: (topic: string) => string;
-  /** Milliseconds kept back from the budget each message carries. Default `DEFAULT_RESERVE_MS`. */
-  reserveMs?: number;
-  /**
-   * The cancel bus (docs/kafka.md), on each Kafka client of the application: its options (topic,
-   * horizon), or false for none. Default on, topic `ctxflow.cancel`.
-   */
-  cancelBus?: CancelBusOptions | false;
-}
 
 interface KafkaModule {
   Kafka: { prototype: Pick<Kafka, 'producer' | 'consumer'> };

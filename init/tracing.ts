@@ -19,17 +19,21 @@ import type { NodeSDKConfiguration } from '@opentelemetry/sdk-node';
 import type { Sampler, SpanLimits, SpanProcessor } from '@opentelemetry/sdk-trace';
 import { requestHook } from '../adapters/pg/client.ts';
 import { TraceContextPropagator } from '../sdk/wire.ts';
-import { BaggagePropagator, CompositePropagator } from './propagator.ts';
+import { installed } from './on-load.ts';
+import type { InstrumentationLike, SamplerLike, SpanProcessorLike } from './types.ts';
 
 const require = createRequire(import.meta.url);
 
-/** What the SDK set-up takes from `init()`'s options. */
+/**
+ * What the SDK set-up takes from `init()`'s options. Their sampler, span processors and
+ * instrumentations are typed by their shape (types.ts); they are the SDK's own objects.
+ */
 export interface TracingOptions {
   serviceName?: string;
   endpoint?: string;
-  sampler?: Sampler;
-  spanProcessors?: SpanProcessor[];
-  instrumentations?: Instrumentation[];
+  sampler?: SamplerLike;
+  spanProcessors?: SpanProcessorLike[];
+  instrumentations?: InstrumentationLike[];
   kafka: boolean;
   pg: boolean;
   metrics?: { prometheus?: { port?: number; host?: string } };
@@ -49,16 +53,8 @@ const INSTRUMENTATIONS = [
 ];
 const KAFKA_INSTRUMENTATION = '@opentelemetry/instrumentation-kafkajs';
 const PG_INSTRUMENTATION = '@opentelemetry/instrumentation-pg';
-
-/** True when `name` resolves from ctxflow's place in node_modules (the application's, for a peer). */
-export function installed(name: string): boolean {
-  try {
-    require.resolve(name);
-    return true;
-  } catch {
-    return false;
-  }
-}
+/** W3C baggage and the composite propagator: a dependency of the span SDK, required by ctxflow itself. */
+const CORE = '@opentelemetry/core';
 
 function env(name: string): string | undefined {
   const value = process.env[name]?.trim();
@@ -87,6 +83,7 @@ export function tracingPackages(options: TracingOptions): string[] {
     ...INSTRUMENTATIONS,
     ...(options.kafka ? [KAFKA_INSTRUMENTATION] : []),
     ...(options.pg ? [PG_INSTRUMENTATION] : []),
+    CORE,
   ];
   if (needsNodeSdk(options)) {
     packages.push('@opentelemetry/sdk-node', '@opentelemetry/exporter-trace-otlp-http');
@@ -130,13 +127,15 @@ function propagatorNames(): string[] {
 
 /**
  * The propagators `OTEL_PROPAGATORS` names (default W3C trace context and baggage), then `last`
- * (ctxflow's deadline headers, always). B3 (`b3`, `b3multi`) is loaded only when named.
+ * (ctxflow's deadline headers, always), composed by `@opentelemetry/core` (which the span SDK
+ * loads anyway). B3 (`b3`, `b3multi`) is loaded only when named.
  */
 export function propagatorFromEnv(last: TextMapPropagator): TextMapPropagator {
+  const { CompositePropagator, W3CBaggagePropagator } = require(CORE) as typeof import('@opentelemetry/core');
   const propagators: TextMapPropagator[] = [];
   for (const name of propagatorNames()) {
     if (name === 'tracecontext') propagators.push(new TraceContextPropagator());
-    else if (name === 'baggage') propagators.push(new BaggagePropagator());
+    else if (name === 'baggage') propagators.push(new W3CBaggagePropagator());
     else if (name === 'none') continue;
     else {
       const extra = EXTRA_PROPAGATORS[name];
@@ -145,7 +144,7 @@ export function propagatorFromEnv(last: TextMapPropagator): TextMapPropagator {
       else if (installed(extra.from)) propagators.push(extra.make(require(extra.from) as never));
     }
   }
-  return new CompositePropagator([...propagators, last]);
+  return new CompositePropagator({ propagators: [...propagators, last] });
 }
 
 let loaderHookRegistered = false;
@@ -170,21 +169,17 @@ function instrumentations(options: TracingOptions): Instrumentation[] {
     require('@opentelemetry/instrumentation-undici') as typeof import('@opentelemetry/instrumentation-undici');
   const { GrpcInstrumentation } =
     require('@opentelemetry/instrumentation-grpc') as typeof import('@opentelemetry/instrumentation-grpc');
-  const kafka = options.kafka
-    ? [
-        new (
-          require('@opentelemetry/instrumentation-kafkajs') as typeof import('@opentelemetry/instrumentation-kafkajs')
-        ).KafkaJsInstrumentation(),
-      ]
-    : [];
+  // Destructured, not `new (require(...) as ...).Class()`: tsc drops those parentheses with the
+  // assertion, and the compiled `new require(...).Class()` calls the class without `new`.
+  const { KafkaJsInstrumentation } = (options.kafka ? require(KAFKA_INSTRUMENTATION) : {}) as Partial<
+    typeof import('@opentelemetry/instrumentation-kafkajs')
+  >;
+  const kafka = KafkaJsInstrumentation === undefined ? [] : [new KafkaJsInstrumentation()];
   // Its query spans reach ctxflow through the hook, which records the budget sent and the cause.
-  const pg = options.pg
-    ? [
-        new (
-          require(PG_INSTRUMENTATION) as typeof import('@opentelemetry/instrumentation-pg')
-        ).PgInstrumentation({ requestHook }),
-      ]
-    : [];
+  const { PgInstrumentation } = (options.pg ? require(PG_INSTRUMENTATION) : {}) as Partial<
+    typeof import('@opentelemetry/instrumentation-pg')
+  >;
+  const pg = PgInstrumentation === undefined ? [] : [new PgInstrumentation({ requestHook })];
   return [
     new HttpInstrumentation(),
     new ExpressInstrumentation(),
@@ -192,7 +187,7 @@ function instrumentations(options: TracingOptions): Instrumentation[] {
     new GrpcInstrumentation(),
     ...kafka,
     ...pg,
-    ...(options.instrumentations ?? []),
+    ...((options.instrumentations ?? []) as Instrumentation[]),
   ];
 }
 
@@ -217,7 +212,7 @@ function startNodeSdk(options: TracingOptions, propagator: TextMapPropagator): S
     instrumentations: instrumentations(options),
   };
   if (options.serviceName !== undefined) config.serviceName = options.serviceName;
-  if (options.sampler !== undefined) config.sampler = options.sampler;
+  if (options.sampler !== undefined) config.sampler = options.sampler as Sampler;
   const prometheus = options.metrics?.prometheus;
   if (prometheus !== undefined) {
     const { PrometheusExporter } =
@@ -228,7 +223,7 @@ function startNodeSdk(options: TracingOptions, propagator: TextMapPropagator): S
   }
   if (env('OTEL_LOGS_EXPORTER') === undefined) config.logRecordProcessors = [];
   if (options.spanProcessors !== undefined) {
-    config.spanProcessors = options.spanProcessors;
+    config.spanProcessors = options.spanProcessors as SpanProcessor[];
   } else {
     const exporter = env('OTEL_TRACES_EXPORTER');
     const protocol = env('OTEL_EXPORTER_OTLP_TRACES_PROTOCOL') ?? env('OTEL_EXPORTER_OTLP_PROTOCOL');
@@ -307,9 +302,10 @@ const LOG_LEVELS: Record<string, DiagLogLevel> = {
 };
 
 /**
- * Traces only, without NodeSDK: what NodeSDK would set up for traces over OTLP/HTTP (the same
- * resource detectors, `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`, span limits, `OTEL_LOG_LEVEL`),
- * without loading the other exporters, metrics and logs.
+ * Traces only, without NodeSDK: what NodeSDK would set up for traces over OTLP/HTTP (its default
+ * resource detectors with `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`,
+ * `OTEL_BSP_*`, span limits, `OTEL_LOG_LEVEL`), without loading the other exporters, metrics and
+ * logs (NodeSDK, which loads them all, takes about 200 ms more to start).
  */
 function startLight(options: TracingOptions, propagator: TextMapPropagator): StartedTracing {
   const sdkTrace = require('@opentelemetry/sdk-trace') as typeof import('@opentelemetry/sdk-trace');
@@ -318,14 +314,17 @@ function startLight(options: TracingOptions, propagator: TextMapPropagator): Sta
     require('@opentelemetry/instrumentation') as typeof import('@opentelemetry/instrumentation');
   const logLevel = LOG_LEVELS[env('OTEL_LOG_LEVEL')?.toUpperCase() ?? ''];
   if (logLevel !== undefined) diag.setLogger(new DiagConsoleLogger(), { logLevel });
+  // NodeSDK's default detectors (`service`, `host`, `process`), then OTEL_RESOURCE_ATTRIBUTES over
+  // them and OTEL_SERVICE_NAME over that: detectResources merges each over the ones before.
   let resource = resources.defaultResource().merge(
     resources.detectResources({
       detectors: [
         resources.serviceInstanceIdDetector,
-        resources.processDetector,
         resources.hostDetector,
         resources.osDetector,
-        resources.envDetector,
+        resources.processDetector,
+        resources.resourceAttributesEnvDetector,
+        resources.serviceNameEnvDetector,
       ],
     }),
   );
@@ -336,7 +335,7 @@ function startLight(options: TracingOptions, propagator: TextMapPropagator): Sta
     const value = number(name);
     return value !== undefined && value >= 0 ? value : undefined;
   };
-  const spanProcessors = options.spanProcessors ?? [
+  const spanProcessors = (options.spanProcessors as SpanProcessor[] | undefined) ?? [
     new sdkTrace.BatchSpanProcessor({
       exporter: otlpHttpExporter(options.endpoint),
       maxQueueSize: nonNegative('OTEL_BSP_MAX_QUEUE_SIZE'),
@@ -345,7 +344,7 @@ function startLight(options: TracingOptions, propagator: TextMapPropagator): Sta
       maxExportBatchSize: nonNegative('OTEL_BSP_MAX_EXPORT_BATCH_SIZE'),
     }),
   ];
-  const sampler = options.sampler ?? samplerFromEnv();
+  const sampler = (options.sampler as Sampler | undefined) ?? samplerFromEnv();
   const provider = new sdkTrace.TracerProvider({
     resource,
     spanProcessors,

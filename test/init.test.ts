@@ -208,3 +208,13 @@ test('init() is idempotent', () => {
   assert.equal(init({ tracing: true }), telemetry);
   assert.equal(telemetry.tracing, false);
 });
+
+test('https servers’ request listeners get the wrapper too; HTTP/2 servers’ are left alone', async () => {
+  const https = await import('node:https');
+  const http2 = await import('node:http2');
+  const handler = () => {};
+  const [wrapped] = https.createServer(handler).rawListeners('request') as { listener?: unknown }[];
+  assert.notEqual(wrapped, handler);
+  assert.equal(wrapped?.listener, handler);
+  assert.equal(http2.createServer(handler).rawListeners('request')[0], handler);
+});

@@ -131,6 +131,21 @@ export const wrong = wrapService<InventoryHandlers>({ GetStock: async (call) => 
   assert.match(await typecheck(['grpc/wrong.ts']), /wrong\.ts.*error TS/);
 });
 
+test('init() starts tracing from the packed package, with every package the install section names', async () => {
+  // The compiled package, not the sources: what tsc emits is what users run.
+  const script = `import { init } from 'ctxflow/init';
+const telemetry = init({ serviceName: 'orders' });
+console.log(telemetry.tracing);
+await telemetry.shutdown();`;
+  const { stdout, stderr } = await run(dir, process.execPath, ['--input-type=module', '-e', script], 30_000, {
+    OTEL_SDK_DISABLED: '',
+    OTEL_TRACES_EXPORTER: '',
+    CTXFLOW_TRACING: '',
+  });
+  assert.equal(stdout.trim(), 'true');
+  assert.equal(stderr, '');
+});
+
 test('the gRPC example serves a call within the caller’s budget', async () => {
   const { stdout } = await run(dir, process.execPath, ['grpc/server.ts'], 30_000);
   const match = /^sku 42: 7 in stock, the server had (\d+) ms of the 500$/m.exec(stdout);

@@ -4,7 +4,7 @@
  * `ctx-cancel-reason`), and cancelled once the response is complete. `ctxflow/express` is a thin
  * layer over it.
  */
-import { type IncomingHttpHeaders, IncomingMessage, ServerResponse, STATUS_CODES } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { type Context as OtelContext, context as otel, type TextMapGetter, trace } from '@opentelemetry/api';
 import { type Cause, type Context, ContextDoneError, getContext, setContext } from '../../sdk/index.ts';
 import {
@@ -24,6 +24,10 @@ import {
   type Transport,
 } from '../../sdk/wire.ts';
 import { errorLogger } from './error-log.ts';
+
+// Not imported: the ES module facade of node:http reads every export, its lazy WebSocket getters
+// too, which loads Node's bundled undici (about 40 ms at start-up, for init() and every server).
+const http = process.getBuiltinModule('node:http');
 
 /** How requests get their context; every field has a default. */
 export interface ServerOptions extends InboundOptions {
@@ -104,7 +108,7 @@ export function requestContexts(
   ensureContextManager();
   checkForeignHeaders(options.foreignHeaders);
   const minBudgetMs = options.minBudgetMs ?? DEFAULT_RESERVE_MS;
-  const useSignal = options.disconnect === 'signal' && 'signal' in IncomingMessage.prototype;
+  const useSignal = options.disconnect === 'signal' && 'signal' in http.IncomingMessage.prototype;
 
   return function accept(req, res) {
     const outer = (req as WithCall)[CALL];
@@ -183,7 +187,7 @@ function narrow(call: InboundCall, budgetMs: number | undefined): OtelContext | 
 function watchEnd(res: ServerResponse, ended: () => void): void {
   const socket = res.socket;
   // HTTP/2's compatibility response has a proxy of the session's socket: its own 'close' it is.
-  if (!(res instanceof ServerResponse) || socket === null) {
+  if (!(res instanceof http.ServerResponse) || socket === null) {
     addPlainListener(res, 'close', ended, true);
     return;
   }
@@ -259,7 +263,7 @@ export function answerError(
     res.statusCode = status;
     res.removeHeader('content-length');
     res.setHeader('content-type', 'text/plain; charset=utf-8');
-    ownEnd(res).call(res, STATUS_CODES[status] ?? 'Error');
+    ownEnd(res).call(res, http.STATUS_CODES[status] ?? 'Error');
   }
   if (ctx !== undefined && !ctx.done) {
     (req as WithCall)[ENDED_BY_HANDLER] = 'local';

@@ -25,35 +25,41 @@ export function run(
   return exec(command, args, { cwd, timeout, env: { ...process.env, PATH, ...env }, maxBuffer: 16 << 20 });
 }
 
-const PACK_LOCK = path.join(ROOT, '.cache', 'pack.lock');
-
 /**
  * Packs the repository into `dir` (building dist/ through `prepack`); the tarball's path and file
- * list. One pack at a time across the test files running in parallel: each rebuilds dist/ from
- * scratch, and a second build would delete the files the first is packing.
+ * list. One pack at a time: each rebuilds dist/ from scratch, and node --test runs two test files
+ * at once, so a second pack would delete the files the first is archiving.
  */
 export async function pack(dir: string): Promise<{ tarball: string; files: string[] }> {
+  return withPackLock(async () => {
+    const { stdout } = await run(ROOT, NPM, ['pack', '--json', '--pack-destination', dir]);
+    const [packed] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
+    if (packed === undefined) throw new Error('npm pack printed nothing');
+    return { tarball: path.join(dir, packed.filename), files: packed.files.map((file) => file.path) };
+  });
+}
+
+const PACK_LOCK = path.join(ROOT, 'node_modules', '.cache', 'ctxflow-pack.lock');
+// Longer than any pack takes: a lock this old was left by a run that was killed.
+const STALE_LOCK_MS = 300_000;
+
+/** Runs `fn` holding a lock across processes (a directory: creating one is atomic). */
+async function withPackLock<T>(fn: () => Promise<T>): Promise<T> {
   fs.mkdirSync(path.dirname(PACK_LOCK), { recursive: true });
-  for (const started = Date.now(); ; ) {
+  for (;;) {
     try {
       fs.mkdirSync(PACK_LOCK);
       break;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      // A lock left by a run that was killed is older than any pack takes.
-      const since = fs.statSync(PACK_LOCK, { throwIfNoEntry: false })?.mtimeMs ?? Date.now();
-      if (Date.now() - since > 300_000) {
-        fs.rmSync(PACK_LOCK, { recursive: true, force: true });
-      }
-      if (Date.now() - started > 600_000) throw new Error(`${PACK_LOCK}: held for 10 minutes`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
     }
+    const since = fs.statSync(PACK_LOCK, { throwIfNoEntry: false })?.mtimeMs;
+    if (since !== undefined && Date.now() - since > STALE_LOCK_MS)
+      fs.rmSync(PACK_LOCK, { recursive: true, force: true });
+    else await new Promise((resolve) => setTimeout(resolve, 200));
   }
   try {
-    const { stdout } = await run(ROOT, NPM, ['pack', '--json', '--pack-destination', dir]);
-    const [packed] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
-    if (packed === undefined) throw new Error('npm pack printed nothing');
-    return { tarball: path.join(dir, packed.filename), files: packed.files.map((file) => file.path) };
+    return await fn();
   } finally {
     fs.rmSync(PACK_LOCK, { recursive: true, force: true });
   }
