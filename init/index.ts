@@ -225,7 +225,12 @@ export function init(options: InitOptions = {}): Telemetry {
   if (started !== undefined) return started;
   const undo: (() => void)[] = [];
   const wanted = options.tracing ?? tracingFromEnv(process.env);
-  const tracingOptions = { ...options, kafka: options.kafka !== false, pg: options.pg !== false };
+  const tracingOptions = {
+    ...options,
+    kafka: options.kafka !== false,
+    // pg's instrumentation only for a service that has pg: the others are in every install line.
+    pg: options.pg !== false && installed('pg'),
+  };
   const missingForTracing = wanted
     ? tracingSetUp()
         .tracingPackages(tracingOptions)
