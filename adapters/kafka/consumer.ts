@@ -330,12 +330,9 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
     const call = base === otel.active() ? accepted() : otel.with(base, accepted);
     // kafkajs instrumentation already runs eachMessage under a process span of its own: ours go
     // on it, and it ends it.
-    const instrumented = trace.getSpan(base) !== undefined;
-    const span = !traced
-      ? undefined
-      : instrumented
-        ? trace.getSpan(base)
-        : startSpan(topic, partition, message, call.otelContext);
+    const theirs = trace.getSpan(base);
+    const instrumented = theirs !== undefined;
+    const span = traced ? (theirs ?? startSpan(topic, partition, message, call.otelContext)) : undefined;
     return { topic, partition, message, requestId, call, span, instrumented, expired: false };
   }
 
