@@ -424,13 +424,8 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
   async function handleAdmitted(delivery: Delivery, admission?: Context): Promise<Outcome> {
     const { handler, topic, partition, message, heartbeat, batch } = delivery;
     // In eachBatch the active context is kafkajs instrumentation's receive span, not the message's.
-    const arrival = accept(
-      topic,
-      partition,
-      message,
-      batch === undefined ? otel.active() : ROOT_CONTEXT,
-      true,
-    );
+    const base = batch === undefined ? otel.active() : ROOT_CONTEXT;
+    const arrival = accept(topic, partition, message, base, true);
     const refused = refuse(arrival);
     if (refused !== undefined) return refused;
     const { call, requestId, expired, span } = arrival;
@@ -577,26 +572,14 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     return inner.run({
       ...rest,
       eachBatchAutoResolve: false,
-      eachBatch: async ({
-        batch,
-        resolveOffset,
-        heartbeat,
-        isRunning,
-        isStale,
-        commitOffsetsIfNecessary,
-      }) => {
+      eachBatch: async (payload) => {
+        const { batch, heartbeat } = payload;
+        const { topic, partition } = batch;
         for (const message of batch.messages) {
-          if (!isRunning() || isStale()) return;
-          await life.handle({
-            handler: perMessage,
-            topic: batch.topic,
-            partition: batch.partition,
-            message,
-            heartbeat,
-            batch,
-          });
-          resolveOffset(message.offset);
-          await commitOffsetsIfNecessary();
+          if (!payload.isRunning() || payload.isStale()) return;
+          await life.handle({ handler: perMessage, topic, partition, message, heartbeat, batch });
+          payload.resolveOffset(message.offset);
+          await payload.commitOffsetsIfNecessary();
           await heartbeat();
         }
       },
