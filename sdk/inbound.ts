@@ -58,13 +58,10 @@ export const NEAR_DEADLINE_MS = 5;
  * adapter calls, from its transport's events: `trace` (the server span), `shed` (on arrival),
  * `narrow` (an inner layer's tighter budget), `callerGone` (the caller went away), `countEnd` (the
  * context ended before the answer), `late` (the handler answered after that) and `finish` (the
- * call is over). Each counts what it decides once: one arrival sample, one end, one late answer.
+ * call is over); a queue consumer that serves an expired message anyway `renew`s its context.
+ * Each counts what it decides once: one arrival sample, one end, one late answer.
  */
 export class InboundCall {
-  /** The call's context; the adapter ends it when the transport does, and `finish` cancels it. */
-  readonly ctx: CancelableContext;
-  /** The OpenTelemetry context holding `ctx` (and the remote trace parent when no span is active). */
-  readonly otelContext: OtelContext;
   /** The cause to use when the caller goes away: `upstream_cancelled` from a ctxflow hop, else `client_disconnected`. */
   readonly callerGoneCause: CauseCode;
   /** The clock (epoch ms) the deadline was computed at. */
@@ -75,6 +72,8 @@ export class InboundCall {
   attributes: Attributes;
   /** The context the handler runs in: `ctx`, or the child an inner layer narrowed it to. */
   scope: CancelableContext;
+  #ctx: CancelableContext;
+  #otelContext: OtelContext;
   #untrace: () => void = noop;
   #counted = false;
   #late = false;
@@ -86,18 +85,42 @@ export class InboundCall {
     arrivedAt: number,
     attributes: Attributes,
   ) {
-    this.ctx = ctx;
+    this.#ctx = ctx;
     this.scope = ctx;
-    this.otelContext = otelContext;
+    this.#otelContext = otelContext;
     this.callerGoneCause = callerGoneCause;
     this.arrivedAt = arrivedAt;
     this.budgetMs = ctx.deadline === undefined ? undefined : Math.max(0, ctx.deadline - arrivedAt);
     this.attributes = attributes;
   }
 
+  /** The call's context; the adapter ends it when the transport does, and `finish` cancels it. */
+  get ctx(): CancelableContext {
+    return this.#ctx;
+  }
+
+  /** The OpenTelemetry context holding `ctx` (and the remote trace parent when no span is active). */
+  get otelContext(): OtelContext {
+    return this.#otelContext;
+  }
+
+  /**
+   * Serves anyway a call whose context ended before it was served (a queued message that expired,
+   * under a policy that runs it): a fresh context of the call's trace, ending `budgetMs` from now,
+   * replaces `ctx`, `scope` and `otelContext`. The budget on arrival stays what it was. Before `trace`.
+   */
+  renew(budgetMs: number): CancelableContext {
+    const ctx = newContext(background(), Date.now() + budgetMs, this.#ctx.traceId);
+    this.#ctx.cancel();
+    this.#ctx = ctx;
+    this.scope = ctx;
+    this.#otelContext = setContext(this.#otelContext, ctx);
+    return ctx;
+  }
+
   /** Records the budget on arrival and the deadline on the call's server span, and the context's end if it comes first. */
   trace(span: Span | undefined): void {
-    this.#untrace = traceInbound(span, this.ctx, this.budgetMs);
+    this.#untrace = traceInbound(span, this.#ctx, this.budgetMs);
   }
 
   /**
@@ -110,11 +133,11 @@ export class InboundCall {
   shed(minBudgetMs: number): ContextDoneError | undefined {
     const budget = this.budgetMs;
     if (budget === undefined || budget >= minBudgetMs) return undefined;
-    cancelAt(this.ctx, SHED, this.arrivedAt);
+    cancelAt(this.#ctx, SHED, this.arrivedAt);
     this.#counted = true;
     countShed(this.attributes);
     recordArrival(this.attributes, budget);
-    return this.ctx.error;
+    return this.#ctx.error;
   }
 
   /**
@@ -131,7 +154,7 @@ export class InboundCall {
    * within NEAR_DEADLINE_MS of the deadline, else with `callerGoneCause`, and the end is counted.
    */
   callerGone(): void {
-    const ctx = this.ctx;
+    const ctx = this.#ctx;
     const deadline = ctx.deadline;
     ctx.cancel(
       deadline !== undefined && Date.now() >= deadline - NEAR_DEADLINE_MS
@@ -146,7 +169,7 @@ export class InboundCall {
    * cause: `downstream` when the handler passed on a callee's end. Nothing while the context is live.
    */
   countEnd(source: CauseSource = 'local'): void {
-    const cause = this.ctx.cause;
+    const cause = this.#ctx.cause;
     if (this.#counted || cause === undefined) return;
     this.#counted = true;
     countEnded(this.attributes, cause.code, source);
@@ -156,7 +179,7 @@ export class InboundCall {
   late(): void {
     if (this.#late) return;
     this.#late = true;
-    countOutlived(`${this.attributes['ctxflow.transport']}.response`, this.ctx.cause?.code ?? 'cancelled');
+    countOutlived(`${this.attributes['ctxflow.transport']}.response`, this.#ctx.cause?.code ?? 'cancelled');
   }
 
   /**
@@ -167,7 +190,7 @@ export class InboundCall {
   finish(complete: boolean): void {
     if (complete) this.#untrace();
     else this.countEnd();
-    this.ctx.cancel();
+    this.#ctx.cancel();
     recordArrival(this.attributes, this.budgetMs);
   }
 }

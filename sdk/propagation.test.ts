@@ -101,6 +101,23 @@ describe('acceptInbound and startOutbound without a tracing SDK', () => {
     for (const call of [own, capped, edge, transport]) call.ctx.cancel();
   });
 
+  it('renew: a call that expired before it was served gets a fresh context of its trace; its budget on arrival stays 0', () => {
+    const call = acceptInbound({ traceparent: TRACEPARENT }, defaultTextMapGetter, {}, Date.now() - 1);
+    const expired = call.ctx;
+    assert.equal(expired.done, true);
+    const fresh = call.renew(200);
+    assert.notEqual(fresh, expired);
+    assert.equal(call.ctx, fresh);
+    assert.equal(call.scope, fresh);
+    assert.equal(getContext(call.otelContext), fresh);
+    assert.equal(fresh.done, false);
+    assert.ok(fresh.remaining() <= 200 && fresh.remaining() > 150);
+    assert.equal(fresh.traceId, '0af7651916cd43dd8448eb211c80319c');
+    assert.equal(call.budgetMs, 0);
+    call.finish(true);
+    assert.equal(fresh.done, true, 'finish ends the fresh context');
+  });
+
   it('leave the active context alone when a span is already active', () => {
     const active = trace.setSpanContext(ROOT_CONTEXT, {
       traceId: '11111111111111111111111111111111',

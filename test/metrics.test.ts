@@ -13,7 +13,8 @@ import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import express from 'express';
 import { deadlines, errorHandler } from '../adapters/http/express.ts';
 import { fetch } from '../adapters/http/fetch.ts';
-import { cancelBus, consumer, producer } from '../adapters/kafka/index.ts';
+import { instrumentConsumer } from '../adapters/kafka/consumer.ts';
+import { cancelBus, consumer, contextOf, producer } from '../adapters/kafka/index.ts';
 import { background, current, withCancel, withTimeout } from '../sdk/index.ts';
 import { deferred, probeClient, ready, startProbeServer, unary } from './support/grpc.ts';
 import { type Listening, listen } from './support/http.ts';
@@ -378,6 +379,60 @@ test('Kafka: an expired message and a cancel through the bus, as the scrape show
     }),
     2,
   );
+});
+
+test('Kafka under init()’s hook: an eachBatch handler outliving its deadline counts one end per message, none for the batch', async (t) => {
+  const brokers = kafkaBrokers(t);
+  if (brokers === undefined) return;
+  const client = kafkaClient(brokers);
+  const topic = uniqueTopic('metrics-batch');
+  await createTopics(client, [topic]);
+  const raw = client.producer();
+  await raw.connect();
+  t.after(() => raw.disconnect());
+  // One send of two messages is one record batch: one eachBatch call.
+  await raw.send({ topic, messages: [{ value: 'a' }, { value: 'b' }] });
+  const unlabelled = (families: Family[]) =>
+    family(families, 'ctxflow_context_ended', '_total')
+      .filter((s) => s.labels.ctxflow_transport === undefined)
+      .reduce((total, s) => total + s.value, 0);
+  const before = unlabelled(await scrape());
+  const c = instrumentConsumer(
+    client.consumer({ groupId: `metrics-${randomUUID()}`, maxWaitTimeInMs: 100 }),
+    { budgetMs: 200 },
+    async () => raw,
+  );
+  t.after(() => c.disconnect());
+  await c.connect();
+  await c.subscribe({ topic, fromBeginning: true });
+  const handled = deferred();
+  await c.run({
+    eachBatch: async ({ batch }) => {
+      // Returns once the batch's context and each message's have ended at their deadlines.
+      const ended = [current(), ...batch.messages.map((m) => contextOf(m) ?? current())];
+      await Promise.all(
+        ended.map(
+          (ctx) => ctx.done || new Promise((resolve) => ctx.signal.addEventListener('abort', resolve)),
+        ),
+      );
+      handled.resolve();
+    },
+  });
+  await handled.promise;
+  const families = await scrapeUntil(
+    (found) =>
+      count(family(found, 'ctxflow_context_ended', '_total'), { messaging_destination_name: topic }) >= 2,
+  );
+  const ended = family(families, 'ctxflow_context_ended', '_total');
+  assert.equal(
+    count(ended, {
+      ctxflow_transport: 'kafka',
+      messaging_destination_name: topic,
+      ctxflow_cause: 'deadline_exceeded',
+    }),
+    2,
+  );
+  assert.equal(unlabelled(families) - before, 0, 'the batch handler’s own context is no call of its own');
 });
 
 test('Kafka: malformed events on the cancel bus are dropped and counted, the valid one kept', async (t) => {

@@ -116,9 +116,8 @@ export class CancelBus extends CancelRegistry implements CancelChannel {
           {
             topic: this.topic,
             numPartitions: this.#options.partitions ?? 1,
-            ...(this.#options.replicationFactor === undefined
-              ? {}
-              : { replicationFactor: this.#options.replicationFactor }),
+            // Undefined is kafkajs's default: the broker's.
+            replicationFactor: this.#options.replicationFactor,
           },
         ],
       });
@@ -154,11 +153,8 @@ export class CancelBus extends CancelRegistry implements CancelChannel {
       }),
     );
     this.#reader = reader;
-    let caughtUp: () => void = () => {};
-    const ready = new Promise<void>((resolve) => {
-      caughtUp = resolve;
-      if (pending.size === 0) resolve();
-    });
+    const { promise: ready, resolve: caughtUp } = Promise.withResolvers<void>();
+    if (pending.size === 0) caughtUp();
     await reader.connect();
     await reader.subscribe({ topic: this.topic, fromBeginning: false });
     // Bus events are not work of any request: read them from the root context.
@@ -177,14 +173,11 @@ export class CancelBus extends CancelRegistry implements CancelChannel {
     );
     for (const { partition, offset } of from) reader.seek({ topic: this.topic, partition, offset });
     const timeoutMs = this.#options.catchUpTimeoutMs ?? 10_000;
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<void>((resolve) => {
-      timer = setTimeout(() => {
-        diag.warn(`ctxflow: cancel bus ${this.topic} not read to its end after ${timeoutMs} ms`);
-        resolve();
-      }, timeoutMs);
-    });
-    await Promise.race([ready, late]);
+    const timer = setTimeout(() => {
+      diag.warn(`ctxflow: cancel bus ${this.topic} not read to its end after ${timeoutMs} ms`);
+      caughtUp();
+    }, timeoutMs);
+    await ready;
     clearTimeout(timer);
   }
 

@@ -1,6 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  type Attributes,
   type Context as OtelContext,
   context as otel,
   ROOT_CONTEXT,
@@ -34,16 +33,13 @@ import {
   acceptInbound,
   CANCEL_REASON_HEADER,
   type CancelChannel,
-  countEnded,
   decodeRequestId,
   encodeCause,
   errorFor,
-  hopAttributes,
+  type InboundCall,
   type InboundOptions,
   REQUEST_ID_HEADER,
-  recordArrival,
   traceEnd,
-  traceInbound,
 } from '../../sdk/wire.ts';
 import { headersGetter, KAFKA, manage, yielded } from './headers.ts';
 import { countMessage, recordCancelDelay } from './metrics.ts';
@@ -156,19 +152,17 @@ type Delivery = Pick<MessagePayload, 'topic' | 'partition' | 'message' | 'heartb
   handler: MessageHandler;
 };
 
-/** A message taken from the queue with its context built: handed over, or not (`refused`). */
+/** A message taken from the queue with its inbound call: handed over, or not (`refused`). */
 interface Arrival {
   readonly topic: string;
   readonly partition: number;
   readonly message: KafkaMessage;
   readonly requestId: string | undefined;
-  readonly attributes: Attributes;
-  readonly budgetMs: number | undefined;
+  /** Its context, and its arrival, trace and end, each counted once. */
+  readonly call: InboundCall;
   readonly span: Span | undefined;
   /** The span is kafkajs instrumentation's, which ends it. */
   readonly instrumented: boolean;
-  ctx: CancelableContext;
-  otelContext: OtelContext;
   /** Handed over although expired or cancelled (`onExpired` `process`, or init()'s ended context). */
   expired: boolean;
 }
@@ -319,7 +313,7 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
     countMessage(topic, 'dead-lettered', cause.code);
   }
 
-  /** Builds a message's context and records its arrival. */
+  /** Builds a message's inbound call (its arrival is recorded once its fate is decided). */
   function accept(
     topic: string,
     partition: number,
@@ -331,31 +325,15 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
     // A dead letter's request has ended by definition: its handling is not expired or cancelled again.
     const deadLetter = headers[DEAD_LETTER_AT_HEADER] !== undefined;
     const requestId = deadLetter ? undefined : decodeRequestId(headersGetter.get(headers, REQUEST_ID_HEADER));
-    const accepted = () => acceptInbound(headers, headersGetter, deadLetter ? deadLetterInbound : inbound);
+    const options = deadLetter ? deadLetterInbound : inbound;
+    const accepted = () => acceptInbound(headers, headersGetter, options, undefined, KAFKA, topic);
     const call = base === otel.active() ? accepted() : otel.with(base, accepted);
-    const attributes = hopAttributes(KAFKA, topic);
-    recordArrival(attributes, call.budgetMs);
     // kafkajs instrumentation already runs eachMessage under a process span of its own: ours go
     // on it, and it ends it.
-    const instrumented = trace.getSpan(base) !== undefined;
-    const span = !traced
-      ? undefined
-      : instrumented
-        ? trace.getSpan(base)
-        : startSpan(topic, partition, message, call.otelContext);
-    return {
-      topic,
-      partition,
-      message,
-      requestId,
-      attributes,
-      budgetMs: call.budgetMs,
-      span,
-      instrumented,
-      ctx: call.ctx,
-      otelContext: span === undefined ? call.otelContext : trace.setSpan(call.otelContext, span),
-      expired: false,
-    };
+    const theirs = trace.getSpan(base);
+    const instrumented = theirs !== undefined;
+    const span = traced ? (theirs ?? startSpan(topic, partition, message, call.otelContext)) : undefined;
+    return { topic, partition, message, requestId, call, span, instrumented, expired: false };
   }
 
   /**
@@ -364,24 +342,21 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
    * Synchronous for a message handed over: no await on the path of every message.
    */
   function refuse(arrival: Arrival): Promise<Outcome> | undefined {
-    const cancelled = arrival.requestId === undefined ? undefined : bus?.cancelled(arrival.requestId);
-    const ctx = arrival.ctx;
+    const { call, requestId } = arrival;
+    const cancelled = requestId === undefined ? undefined : bus?.cancelled(requestId);
+    const ctx = call.ctx;
     if (cancelled === undefined && !ctx.done) return undefined;
     const cause = cancelled ?? ctx.cause ?? { code: 'deadline_exceeded' };
     if (cancelled === undefined) arrival.span?.setAttribute(ATTR_BUDGET_ARRIVAL, 0);
     if (onExpired === 'ended' || (onExpired === 'process' && cancelled === undefined)) {
       arrival.expired = true;
       countMessage(arrival.topic, 'expired', cause.code);
-      if (onExpired === 'ended') {
-        ctx.cancel(cause);
-        return undefined;
-      }
-      ctx.cancel();
-      arrival.ctx = withDeadline(background(), Date.now() + budgetMs);
-      arrival.otelContext = setContext(arrival.otelContext, arrival.ctx);
+      if (onExpired === 'ended') ctx.cancel(cause);
+      else call.renew(budgetMs);
       return undefined;
     }
-    ctx.cancel();
+    // Its fate, decided here, is its whole answer: its context's end is no end of work to count.
+    call.finish(true);
     return notHandled(arrival, cause);
   }
 
@@ -400,13 +375,13 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
     return outcome;
   }
 
-  /** Registers a message's work as running, traced; returns what ends it. */
+  /** Registers work as running in `ctx` until its `finish`, which calls `end`. */
   function begin(
-    arrival: Pick<Arrival, 'ctx' | 'requestId' | 'span' | 'attributes' | 'budgetMs' | 'instrumented'>,
+    ctx: CancelableContext,
+    requestId: string | undefined,
     heartbeat: (() => Promise<void>) | undefined,
+    end: () => void,
   ): Running {
-    const { ctx, requestId, span, attributes } = arrival;
-    const untrace = traceInbound(span, ctx, arrival.budgetMs);
     const entry: Running = {
       ctx,
       requestId,
@@ -415,15 +390,22 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
       redeliver: false,
       finish() {
         running.delete(entry);
-        if (ctx.cause !== undefined) countEnded(attributes, ctx.cause.code);
-        // The release after the message's work is no cancellation: the span is no longer watching.
-        untrace();
-        ctx.cancel();
-        if (!arrival.instrumented) span?.end();
+        end();
       },
     };
     running.add(entry);
     return entry;
+  }
+
+  /** Registers a message handed over as running, traced; its finish counts its context's end if that came first. */
+  function beginMessage(arrival: Arrival, heartbeat: (() => Promise<void>) | undefined): Running {
+    const { call, span } = arrival;
+    call.trace(span);
+    return begin(call.ctx, arrival.requestId, heartbeat, () => {
+      // Complete unless the context ended before the handler did: the release is no cancellation.
+      call.finish(!call.ctx.done);
+      if (!arrival.instrumented) span?.end();
+    });
   }
 
   async function handle(delivery: Delivery): Promise<Outcome> {
@@ -442,17 +424,14 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
   async function handleAdmitted(delivery: Delivery, admission?: Context): Promise<Outcome> {
     const { handler, topic, partition, message, heartbeat, batch } = delivery;
     // In eachBatch the active context is kafkajs instrumentation's receive span, not the message's.
-    const arrival = accept(
-      topic,
-      partition,
-      message,
-      batch === undefined ? otel.active() : ROOT_CONTEXT,
-      true,
-    );
+    const base = batch === undefined ? otel.active() : ROOT_CONTEXT;
+    const arrival = accept(topic, partition, message, base, true);
     const refused = refuse(arrival);
     if (refused !== undefined) return refused;
-    const { ctx, otelContext, requestId, expired, span } = arrival;
-    const entry = begin(arrival, heartbeat);
+    const { call, requestId, expired, span } = arrival;
+    const ctx = call.ctx;
+    const otelContext = span === undefined ? call.otelContext : trace.setSpan(call.otelContext, span);
+    const entry = beginMessage(arrival, heartbeat);
     const unadmit = admission?.onDone((error) => stopOne(entry, error.cause));
     let attempts = 0;
     try {
@@ -509,9 +488,9 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
           continue;
         }
         live.push(message);
-        entries.push(begin(arrival, undefined));
-        contexts.set(message, arrival.ctx);
-        deadline = Math.min(deadline, arrival.ctx.deadline ?? Infinity);
+        entries.push(beginMessage(arrival, undefined));
+        contexts.set(message, arrival.call.ctx);
+        deadline = Math.min(deadline, arrival.call.ctx.deadline ?? Infinity);
       }
       if (live.length === 0) {
         // Every message was dead-lettered or skipped: the handler has nothing to do; their offsets are done.
@@ -519,18 +498,8 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
         return;
       }
       const ctx = Number.isFinite(deadline) ? withDeadline(background(), deadline) : withCancel(background());
-      const whole = begin(
-        {
-          ctx,
-          requestId: undefined,
-          span: undefined,
-          attributes: {},
-          budgetMs: undefined,
-          instrumented: true,
-        },
-        payload.heartbeat,
-      );
-      entries.push(whole);
+      // Not a message: its end is each message's, counted there.
+      entries.push(begin(ctx, undefined, payload.heartbeat, () => ctx.cancel()));
       const handed =
         live.length === batch.messages.length ? payload : { ...payload, batch: withMessages(batch, live) };
       await otel.with(setContext(otel.active(), ctx), () => handler(handed));
@@ -603,26 +572,14 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     return inner.run({
       ...rest,
       eachBatchAutoResolve: false,
-      eachBatch: async ({
-        batch,
-        resolveOffset,
-        heartbeat,
-        isRunning,
-        isStale,
-        commitOffsetsIfNecessary,
-      }) => {
+      eachBatch: async (payload) => {
+        const { batch, heartbeat } = payload;
+        const { topic, partition } = batch;
         for (const message of batch.messages) {
-          if (!isRunning() || isStale()) return;
-          await life.handle({
-            handler: perMessage,
-            topic: batch.topic,
-            partition: batch.partition,
-            message,
-            heartbeat,
-            batch,
-          });
-          resolveOffset(message.offset);
-          await commitOffsetsIfNecessary();
+          if (!payload.isRunning() || payload.isStale()) return;
+          await life.handle({ handler: perMessage, topic, partition, message, heartbeat, batch });
+          payload.resolveOffset(message.offset);
+          await payload.commitOffsetsIfNecessary();
           await heartbeat();
         }
       },

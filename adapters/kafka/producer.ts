@@ -19,10 +19,6 @@ export interface ProducerOptions extends Pick<OutboundOptions, 'reserveMs'> {
 // One id per context sent under, so every message of a request is named by one cancel event.
 const requestIds = new WeakMap<Context, string>();
 
-function newRequestId(): string {
-  return randomBytes(12).toString('base64url');
-}
-
 /**
  * Wraps a kafkajs producer so that every message sent carries the context of `current()`:
  * `traceparent`, `ctx-timeout` and `ctx-deadline` (absolute, so that time in the queue counts)
@@ -39,7 +35,7 @@ export function producer(inner: Producer, options: ProducerOptions = {}): Produc
   const requestIdFor = (ctx: Context): string => {
     let id = requestIds.get(ctx);
     if (id !== undefined) return id;
-    id = newRequestId();
+    id = randomBytes(12).toString('base64url');
     requestIds.set(ctx, id);
     if (bus !== undefined) watch(ctx, id, bus);
     return id;
