@@ -269,37 +269,37 @@ export function init(options: InitOptions = {}): Telemetry {
     (options.kafka !== false && installed('kafkajs')) ||
     (options.pg !== false && installed('pg'));
   reportMissing(missingForTracing, wantsHooks && !hooks ? [HOOKS_PACKAGE] : []);
-  if (options.grpc !== false && hooks) {
-    const grpcOptions = options.grpc ?? {};
+  /** Starts a transport's hook when the application first loads the transport's package. */
+  const hookOnLoad = (name: string, start: () => { disable(): void }): void => {
     undo.push(
-      onLoad('@grpc/grpc-js', () => {
-        const { GrpcContextInstrumentation } = require(`./grpc${EXTENSION}`) as typeof import('./grpc.ts');
-        // Its constructor loads grpc-js through the require hooks (wrap.ts: loadThroughHooks).
-        const grpc = new GrpcContextInstrumentation(grpcOptions);
-        undo.push(() => grpc.disable());
+      onLoad(name, () => {
+        const hook = start();
+        undo.push(() => hook.disable());
       }),
     );
+  };
+  if (options.grpc !== false && hooks) {
+    const grpcOptions = options.grpc ?? {};
+    hookOnLoad('@grpc/grpc-js', () => {
+      const { GrpcContextInstrumentation } = require(`./grpc${EXTENSION}`) as typeof import('./grpc.ts');
+      // Its constructor loads grpc-js through the require hooks (wrap.ts: loadThroughHooks).
+      return new GrpcContextInstrumentation(grpcOptions);
+    });
   }
   if (options.kafka !== false && hooks) {
     const kafkaOptions = options.kafka ?? {};
-    undo.push(
-      onLoad('kafkajs', () => {
-        // After OpenTelemetry's kafkajs instrumentation: its process span is active when ours runs.
-        const { KafkaContextInstrumentation } = require(`./kafka${EXTENSION}`) as typeof import('./kafka.ts');
-        const kafka = new KafkaContextInstrumentation(kafkaOptions);
-        undo.push(() => kafka.disable());
-      }),
-    );
+    hookOnLoad('kafkajs', () => {
+      // After OpenTelemetry's kafkajs instrumentation: its process span is active when ours runs.
+      const { KafkaContextInstrumentation } = require(`./kafka${EXTENSION}`) as typeof import('./kafka.ts');
+      return new KafkaContextInstrumentation(kafkaOptions);
+    });
   }
   if (options.pg !== false && hooks) {
-    undo.push(
-      onLoad('pg', () => {
-        // After OpenTelemetry's pg instrumentation: its wrappers sit under ours.
-        const { PgContextInstrumentation } = require(`./pg${EXTENSION}`) as typeof import('./pg.ts');
-        const pg = new PgContextInstrumentation();
-        undo.push(() => pg.disable());
-      }),
-    );
+    hookOnLoad('pg', () => {
+      // After OpenTelemetry's pg instrumentation: its wrappers sit under ours.
+      const { PgContextInstrumentation } = require(`./pg${EXTENSION}`) as typeof import('./pg.ts');
+      return new PgContextInstrumentation();
+    });
   }
   let stopping: Promise<void> | undefined;
   const handle: Telemetry = {
