@@ -212,11 +212,24 @@ function deliver(
  * context that has ended sends nothing; a deadline becomes the statement's `statement_timeout`;
  * a context that ends while the query runs rejects it at once with the context's error and sends
  * PostgreSQL's cancel request (a query still queued on the client is taken out of the queue).
- * Submittables (pg-cursor, pg-query-stream) go to pg unchanged.
+ * Submittables (pg-cursor, pg-query-stream) go to pg unchanged, after a `statement_timeout` an
+ * earlier query left on the session is reset.
  */
 export function contextQuery(client: ClientBase, method: QueryMethod, args: unknown[]): unknown {
   const first = args[0];
-  if ((typeof first !== 'string' && typeof first !== 'object') || first === null || isSubmittable(first)) {
+  if ((typeof first !== 'string' && typeof first !== 'object') || first === null) {
+    return method.apply(client, args);
+  }
+  if (isSubmittable(first)) {
+    // Run under no context of ours, and so not under the budget a previous query left on the
+    // session: pg sends queries in order, the reset goes first.
+    const session = sessionOf(client);
+    if (typeof session.timeout === 'number') {
+      session.timeout = 'default';
+      internalQuery(client, 'SET statement_timeout TO DEFAULT').then((ok) => {
+        if (!ok) session.timeout = undefined;
+      });
+    }
     return method.apply(client, args);
   }
   let callback: Callback | undefined;
@@ -360,15 +373,23 @@ export function guardRelease(client: PoolClient, ctx: Context): void {
     if (session.busy === 0 && session.tx === 'I' && !session.tainted && rollingBack === undefined) {
       return release.call(this, err);
     }
+    // Checked out until the server is done: a connection dying meanwhile must not emit an 'error'
+    // nobody listens to (pg-pool listens again only once the client is back); it makes it unusable.
+    let died = false;
+    const onError = (): void => {
+      died = true;
+    };
+    client.on('error', onError);
     session
       .quiet()
       .then(() => (session.tx === 'I' && rollingBack === undefined ? true : rollback()))
       .then((ok) => {
         session.abandoned = undefined;
-        const unusable = !ok || session.tainted || session.tx !== 'I';
+        client.removeListener('error', onError);
+        const unusable = died || !ok || session.tainted || session.tx !== 'I';
         release.call(
           client,
-          err ?? (unusable ? new Error('ctxflow/pg: connection not reusable') : undefined),
+          err || (unusable ? new Error('ctxflow/pg: connection not reusable') : undefined),
         );
       });
   };

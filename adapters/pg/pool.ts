@@ -115,14 +115,22 @@ export function contextPoolQuery(
   const run = async (): Promise<QueryResult> => {
     const client = await pool.connect();
     let failure: Error | undefined;
+    // pg-pool takes its idle listener off a client it hands out, and its own query puts one on,
+    // as this does: a connection that dies mid-query fails the query (it rejects with the error)
+    // instead of emitting an 'error' nobody listens to, which would end the process.
+    const onError = (error: Error): void => {
+      failure ??= error;
+    };
+    client.on('error', onError);
     try {
       return await (client as unknown as { query(...a: unknown[]): Promise<QueryResult> }).query(
         ...queryArgs,
       );
     } catch (error) {
-      if (!isContextDoneError(error)) failure = error as Error;
+      if (!isContextDoneError(error)) failure ??= error as Error;
       throw error;
     } finally {
+      client.removeListener('error', onError);
       client.release(failure);
     }
   };

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -96,6 +97,46 @@ export function pgSuite(name: string, makePool: MakePool): void {
       assert.equal(error.cause.code, 'client_disconnected');
       held.release();
       assert.ok(await idle(s.pool));
+    });
+
+    test('a connection cut mid-query fails the query, not the process; the pool recovers', async (t) => {
+      const url = postgres(t);
+      if (url === undefined) return;
+      // A TCP proxy in front of the server, whose connections the test cuts, as a network does.
+      const target = new URL(url);
+      const [serverHost, serverPort] = [target.hostname, Number(target.port)];
+      const sockets = new Set<net.Socket>();
+      const proxy = net.createServer((client) => {
+        const server = net.connect(serverPort, serverHost);
+        for (const socket of [client, server]) {
+          sockets.add(socket);
+          socket.on('error', () => {});
+        }
+        client.pipe(server).pipe(client);
+      });
+      await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+      target.host = `127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
+      const app = appName();
+      const pool = makePool({ connectionString: target.toString(), max: 1, application_name: app });
+      // The pool first: the proxy closes once its connections have.
+      t.after(async () => {
+        await pool.end();
+        await new Promise<void>((resolve) => proxy.close(() => resolve()));
+      });
+      const ctx = withTimeout(background(), 10_000);
+      const failed = ctx
+        .run(() => pool.query('select pg_sleep(30)'))
+        .then(
+          () => undefined,
+          (error: unknown) => error,
+        );
+      assert.ok(await eventually(async () => (await running(url, app)) === 1), 'the query runs');
+      for (const socket of sockets) socket.destroy();
+      sockets.clear();
+      const error = await failed;
+      assert.ok(error instanceof Error && !(error instanceof DeadlineExceededError), String(error));
+      ctx.cancel();
+      assert.equal((await pool.query('select 1 as one')).rows[0].one, 1, 'a new connection serves');
     });
 
     test('a running query is cancelled on the server when its deadline passes; the connection comes back usable', async (t) => {
