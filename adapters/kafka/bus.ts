@@ -75,7 +75,11 @@ export class CancelBus extends CancelRegistry implements CancelChannel {
   /** Starts this instance's reader; resolves once it has read the bus up to its end at start. */
   start(): Promise<void> {
     this.#stopped = false;
-    this.#started ??= this.#startReader();
+    // A start that failed (a broker down, no rights on the topic) is tried again by the next one.
+    this.#started ??= this.#startReader().catch((error: unknown) => {
+      this.#started = undefined;
+      throw error;
+    });
     return this.#started;
   }
 
@@ -144,6 +148,8 @@ export class CancelBus extends CancelRegistry implements CancelChannel {
       const start = BigInt(from.find((f) => f.partition === partition)?.offset ?? high);
       if (BigInt(high) > start) pending.set(partition, BigInt(high) - 1n);
     }
+    // Stopped while starting: no reader that nothing would disconnect.
+    if (this.#stopped) return;
     const reader = manage(
       this.#kafka.consumer({
         // A group of its own: every instance reads every event. It commits nothing, so the broker
@@ -156,6 +162,10 @@ export class CancelBus extends CancelRegistry implements CancelChannel {
     const { promise: ready, resolve: caughtUp } = Promise.withResolvers<void>();
     if (pending.size === 0) caughtUp();
     await reader.connect();
+    if (this.#stopped) {
+      await reader.disconnect();
+      return;
+    }
     await reader.subscribe({ topic: this.topic, fromBeginning: false });
     // Bus events are not work of any request: read them from the root context.
     await otel.with(ROOT_CONTEXT, () =>

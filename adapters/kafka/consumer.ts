@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  diag,
   type Context as OtelContext,
   context as otel,
   ROOT_CONTEXT,
@@ -264,7 +265,15 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
         recordCancelDelay(bus.topic, 'abort', Date.now() - publishedAt);
       }
     });
-    if (bus !== undefined) await bus.start();
+    if (bus !== undefined) {
+      // An unchanged application did not ask for the bus (init() turns it on): without it, its
+      // consumer still runs, cancels from other processes aside. A consumer given one explicitly
+      // fails to start instead, and the next run tries again.
+      await bus.start().catch((error: unknown) => {
+        if (!unchanged) throw error;
+        diag.warn(`ctxflow/kafka: cancel bus ${bus.topic} not started; consuming without it`, error);
+      });
+    }
     if (beat === undefined) {
       beat = setInterval(heartbeatLongRunning, heartbeatMs);
       beat.unref();
@@ -401,9 +410,12 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
   function beginMessage(arrival: Arrival, heartbeat: (() => Promise<void>) | undefined): Running {
     const { call, span } = arrival;
     call.trace(span);
+    // Handed over in a context already ended (under init() with no dead-letter topic): counted as
+    // `expired` in the Kafka metric, not again as an end of work.
+    const endedOnArrival = arrival.expired && onExpired === 'ended';
     return begin(call.ctx, arrival.requestId, heartbeat, () => {
       // Complete unless the context ended before the handler did: the release is no cancellation.
-      call.finish(!call.ctx.done);
+      call.finish(endedOnArrival || !call.ctx.done);
       if (!arrival.instrumented) span?.end();
     });
   }
