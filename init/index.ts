@@ -65,7 +65,7 @@ export interface InitOptions {
    * for tests or another backend).
    */
   spanProcessors?: SpanProcessorLike[];
-  /** More OpenTelemetry instrumentations to register beside http, express, undici, grpc and kafkajs. */
+  /** More OpenTelemetry instrumentations to register beside http, express, undici, grpc, kafkajs and pg. */
   instrumentations?: InstrumentationLike[];
   /** Inbound node:http/https servers (express, fastify, koa, plain http); false leaves them alone. */
   http?: HttpServerOptions | false;
@@ -158,7 +158,7 @@ function reportMissing(tracing: string[], hooks: string[]): void {
   if (missing.length === 0) return;
   const lost = [
     ...(tracing.length > 0 ? ['tracing is off'] : []),
-    ...(hooks.length > 0 ? ['@grpc/grpc-js and kafkajs get no deadlines'] : []),
+    ...(hooks.length > 0 ? ['@grpc/grpc-js, kafkajs and pg get no deadlines'] : []),
   ].join(' and ');
   const quiet =
     tracing.length > 0 ? '; or init({ tracing: false }) / OTEL_SDK_DISABLED=true to run without tracing' : '';
@@ -215,11 +215,12 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv): InitOptions {
 let started: Telemetry | undefined;
 
 /**
- * Starts tracing and ctxflow for the whole process: the OpenTelemetry NodeSDK (OTLP/HTTP exporter,
- * instrumentations for http, express, undici/fetch, grpc, kafkajs and pg, one propagator for W3C trace
- * context, baggage and ctxflow's headers) unless tracing is off or an SDK runs already, and
- * ctxflow's hooks on node:http servers and clients, undici/fetch, grpc-js, kafkajs and pg. Idempotent: later calls return the
- * first call's handle.
+ * Starts tracing and ctxflow for the whole process: OpenTelemetry's span SDK (the OTLP/HTTP
+ * exporter, NodeSDK only when the environment asks for more; instrumentations for http, express,
+ * undici/fetch, grpc, kafkajs and pg; one propagator for W3C trace context, baggage and ctxflow's
+ * headers) unless tracing is off or an SDK runs already, and ctxflow's hooks on node:http servers
+ * and clients, undici/fetch, grpc-js, kafkajs and pg. Idempotent: later calls return the first
+ * call's handle.
  */
 export function init(options: InitOptions = {}): Telemetry {
   if (started !== undefined) return started;

@@ -54,14 +54,12 @@ export {
   InboundCall,
   type InboundOptions,
   NEAR_DEADLINE_MS,
-  narrowInbound,
 } from './inbound.ts';
 export {
   adapterInstruments,
   BUDGET_BUCKETS_MS,
   type CauseSource,
   countEnded,
-  countOutlived,
   countShed,
   hopAttributes,
   metricCause,

@@ -158,8 +158,8 @@ function checkBound(state: ServerCall): void {
  * A grpc-js server interceptor (`new grpc.Server({ interceptors: [serverInterceptor()] })`). For each
  * call it builds a context with `acceptInbound` from the metadata (trace, ctx-timeout, ctx-deadline)
  * and the call's deadline (grpc-timeout), bounded by `budgetMs`, and:
- * - sheds the call with DEADLINE_EXCEEDED, without running the handler, when that context is
- *   already past its deadline;
+ * - sheds the call with DEADLINE_EXCEEDED, without running the handler, when it arrived with less
+ *   than `minBudgetMs` left;
  * - runs the handler, its message events and their continuations in it (`current()`; with
  *   instrumentation-grpc or another wrapper of Server#register, add `wrapService`);
  * - cancels it with `upstream_cancelled` when the client cancels (`client_disconnected` when

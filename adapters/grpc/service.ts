@@ -72,7 +72,8 @@ export interface WrapServiceOptions extends Omit<ServerInterceptorOptions, 'budg
  * responses are type-checked. Each call gets a context built from its metadata (trace, ctx-timeout,
  * ctx-deadline) and its deadline (grpc-timeout), bounded by `budgetMs`, as with `serverInterceptor`,
  * which it needs not (with it, the interceptor's context is used):
- * - a call already past its deadline is answered DEADLINE_EXCEEDED without running the handler;
+ * - a call that arrived with less than `minBudgetMs` left is answered DEADLINE_EXCEEDED without
+ *   running the handler;
  * - the handler runs in the context (`current()`), and so do its request stream's events;
  * - the context is cancelled with `upstream_cancelled` when the client cancels
  *   (`client_disconnected` when `trustInbound` is false), with `deadline_exceeded` at the deadline;
