@@ -10,6 +10,7 @@ import { describe, test } from 'node:test';
 import type * as Grpc from '@grpc/grpc-js';
 import type { Context } from '../../sdk/index.ts';
 import { current } from '../../sdk/index.ts';
+import { jsonMethod } from '../support/json-method.ts';
 import type { Point } from '../support/metrics.ts';
 import { ended, grpcFailure, settles, total } from '../support/stacked.ts';
 import { BUDGET_MS } from './http.ts';
@@ -30,19 +31,7 @@ export interface GrpcWiring {
   readonly points: (name: string) => Promise<Point[]>;
 }
 
-const serialize = (value: Message): Buffer => Buffer.from(JSON.stringify(value ?? {}));
-const deserialize = (bytes: Buffer): Message => (bytes.length === 0 ? {} : JSON.parse(bytes.toString()));
-const service = {
-  call: {
-    path: '/ctxflow.test.Conformance/Call',
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: serialize,
-    requestDeserialize: deserialize,
-    responseSerialize: serialize,
-    responseDeserialize: deserialize,
-  },
-};
+const service = { call: jsonMethod('/ctxflow.test.Conformance/Call') };
 
 /** Runs the gRPC conformance suite against `wiring`. */
 export function grpcConformance(wiring: GrpcWiring): void {

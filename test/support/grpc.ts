@@ -17,23 +17,13 @@ import {
   wrapService,
 } from '../../adapters/grpc/index.ts';
 import { type Context, ContextDoneError, current } from '../../sdk/index.ts';
+import { jsonMethod, serialize } from './json-method.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: test messages are free-form JSON
 export type Message = Record<string, any>;
 
-const serialize = (value: Message): Buffer => Buffer.from(JSON.stringify(value ?? {}));
-const deserialize = (bytes: Buffer): Message => (bytes.length === 0 ? {} : JSON.parse(bytes.toString()));
-
 function method(name: string, requestStream: boolean, responseStream: boolean) {
-  return {
-    path: `/ctxflow.test.Probe/${name}`,
-    requestStream,
-    responseStream,
-    requestSerialize: serialize,
-    requestDeserialize: deserialize,
-    responseSerialize: serialize,
-    responseDeserialize: deserialize,
-  };
+  return jsonMethod(`/ctxflow.test.Probe/${name}`, requestStream, responseStream);
 }
 
 /** The Probe service: Unary, ServerStream, ClientStream and Bidi, all JSON. */

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import type { Context } from '../../sdk/index.ts';
+import { deserialize, jsonMethod, serialize } from './json-method.ts';
 import type { Point } from './metrics.ts';
 import {
   ended,
@@ -16,20 +17,10 @@ import {
 } from './stacked.ts';
 
 type Message = Record<string, unknown>;
-const serialize = (value: Message): Buffer => Buffer.from(JSON.stringify(value ?? {}));
-const deserialize = (bytes: Buffer): Message => (bytes.length === 0 ? {} : JSON.parse(bytes.toString()));
 
 /** The service `name` (`/ctxflow.test.<name>/Inner` and `/Loose`): two unary methods. */
 export function stackService(name: string) {
-  const method = (m: string) => ({
-    path: `/ctxflow.test.${name}/${m}`,
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: serialize,
-    requestDeserialize: deserialize,
-    responseSerialize: serialize,
-    responseDeserialize: deserialize,
-  });
+  const method = (m: string) => jsonMethod(`/ctxflow.test.${name}/${m}`);
   return { inner: method('Inner'), loose: method('Loose') } satisfies grpc.ServiceDefinition;
 }
 
