@@ -87,13 +87,24 @@ test('the demo: four scenarios with the expected outcomes, each drawn as Jaeger 
   assert.ok(budget(quick, 'fulfillment') > budget(quick, 'shipping'));
 
   // 2. Inventory ran out of time; orders and the gateway passed its end on; nothing was queued.
+  // Each hop's deadline falls 5 ms (the reserve) before its caller's: on a loaded machine a hop's
+  // own timer can run after its caller has already given up on it, so orders and inventory may end
+  // unanswered (their caller gone at its deadline) instead of answering. Either way the cause is
+  // the deadline, and the gateway, whose client waits, answers 504 with it.
   assert.deepEqual(
-    slow.map((h) => [h.service, h.outcome, h.cause]),
+    slow.map((h) => [h.service, h.cause]),
     [
-      ['gateway', '504', 'deadline_exceeded'],
-      ['orders', '504', 'deadline_exceeded'],
-      ['inventory', 'DEADLINE_EXCEEDED', 'deadline_exceeded'],
+      ['gateway', 'deadline_exceeded'],
+      ['orders', 'deadline_exceeded'],
+      ['inventory', 'deadline_exceeded'],
     ],
+  );
+  const outcomes = Object.fromEntries(slow.map((h) => [h.service, h.outcome]));
+  assert.equal(outcomes.gateway, '504');
+  assert.ok(['504', 'no answer'].includes(outcomes.orders ?? ''), `orders: ${outcomes.orders}`);
+  assert.ok(
+    ['DEADLINE_EXCEEDED', 'CANCELLED'].includes(outcomes.inventory ?? ''),
+    `inventory: ${outcomes.inventory}`,
   );
 
   // 3. The client gave up: every hop, the Kafka worker and the call it made included, was cancelled.
