@@ -87,25 +87,28 @@ test('the demo: four scenarios with the expected outcomes, each drawn as Jaeger 
   assert.ok(budget(quick, 'fulfillment') > budget(quick, 'shipping'));
 
   // 2. Inventory ran out of time; orders and the gateway passed its end on; nothing was queued.
-  // Each hop's deadline falls 5 ms (the reserve) before its caller's: on a loaded machine a hop's
-  // own timer can run after its caller has already given up on it, so orders and inventory may end
-  // unanswered (their caller gone at its deadline) instead of answering. Either way the cause is
-  // the deadline, and the gateway, whose client waits, answers 504 with it.
+  // The gateway's client waits, so the gateway answers 504 with the deadline as its cause. Behind
+  // it, each hop's deadline falls the reserve (5 ms) before its caller's, counted from when the hop
+  // read the call: on a loaded machine a hop that reads it late, or runs its timer late, is ended
+  // by its caller's deadline first. Its cause is then `upstream_cancelled` (its caller gave up
+  // before its own deadline) or still `deadline_exceeded` (within a few ms of it), and it may end
+  // unanswered. Every hop ended, by the deadline or by its caller passing it on.
   assert.deepEqual(
-    slow.map((h) => [h.service, h.cause]),
-    [
-      ['gateway', 'deadline_exceeded'],
-      ['orders', 'deadline_exceeded'],
-      ['inventory', 'deadline_exceeded'],
-    ],
+    slow.map((h) => h.service),
+    ['gateway', 'orders', 'inventory'],
   );
-  const outcomes = Object.fromEntries(slow.map((h) => [h.service, h.outcome]));
-  assert.equal(outcomes.gateway, '504');
-  assert.ok(['504', 'no answer'].includes(outcomes.orders ?? ''), `orders: ${outcomes.orders}`);
-  assert.ok(
-    ['DEADLINE_EXCEEDED', 'CANCELLED'].includes(outcomes.inventory ?? ''),
-    `inventory: ${outcomes.inventory}`,
-  );
+  const [edge, ...behind] = slow as [Hop, ...Hop[]];
+  assert.deepEqual([edge.outcome, edge.cause], ['504', 'deadline_exceeded']);
+  for (const hop of behind) {
+    assert.ok(
+      hop.cause === 'deadline_exceeded' || hop.cause === 'upstream_cancelled',
+      `${hop.service}: ${JSON.stringify(hop)}`,
+    );
+    assert.ok(
+      ['504', 'no answer', 'DEADLINE_EXCEEDED', 'CANCELLED'].includes(hop.outcome),
+      `${hop.service}: ${JSON.stringify(hop)}`,
+    );
+  }
 
   // 3. The client gave up: every hop, the Kafka worker and the call it made included, was cancelled.
   assert.equal(by(gone, 'gateway')[0]?.cause, 'client_disconnected');
