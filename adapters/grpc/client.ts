@@ -99,6 +99,7 @@ export function clientInterceptor(options: ClientInterceptorOptions = {}): Inter
 interface SurfaceCall {
   call?: { cancelWithStatus(code: grpc.status, details: string): void } | null;
   emit(event: string | symbol, ...args: unknown[]): boolean;
+  [CALL_STATE]?: TransformedCall;
 }
 
 /**
@@ -127,51 +128,87 @@ export function contextTransformer(options: ClientInterceptorOptions = {}): Call
     const deadline = plan.deadline;
     if (plan.fromContext) properties.callOptions = { ...properties.callOptions, deadline };
     const surface = properties.call as unknown as SurfaceCall;
-    let endedBy: ContextDoneError | undefined;
-    let unlink = startOutbound({
+    const state = new TransformedCall(surface, deadline);
+    state.unlink = startOutbound({
       ctx,
       carrier: properties.metadata,
       setter: metadataSetter,
-      abort: (error) => {
-        endedBy = error;
-        surface.call?.cancelWithStatus(grpcStatusFor(error.cause.code), `ctxflow: ${error.message}`);
-      },
+      abort: state.abort,
       options: wire,
       deadline,
     });
-    const typed = (error: unknown): unknown => {
-      if (!(error instanceof Error) || typeof (error as { code?: unknown }).code !== 'number') return error;
-      const status = clientStatus(error as unknown as StatusObject, endedBy, deadline);
-      return toContextError(Object.assign(error, status)) ?? error;
-    };
     const callback = properties.callback;
     if (callback !== undefined) {
       properties.callback = (error, value) => {
-        unlink();
-        unlink = noop;
-        callback(error == null ? error : (typed(error) as ServiceError), value);
+        state.release();
+        callback(error == null ? error : (state.typed(error) as ServiceError), value);
       };
     }
-    const emit = surface.emit;
-    surface.emit = function (this: unknown, event: string | symbol, ...args: unknown[]): boolean {
-      if (event === 'status') {
-        unlink();
-        unlink = noop;
-        args[0] = clientStatus(args[0] as StatusObject, endedBy, deadline);
-      } else if (event === 'error') {
-        args[0] = typed(args[0]);
-      }
-      return emit.call(this, event, ...args);
-    };
+    // A shared function and a field, not a closure per call: the surface's own emit is its prototype's.
+    surface[CALL_STATE] = state;
+    surface.emit = emitWithCause;
     return properties;
   };
 }
 
+const CALL_STATE = Symbol('ctxflow.grpc.client');
+
+/** A call made through `contextTransformer`: what its status and errors are settled against. */
+class TransformedCall {
+  readonly #surface: SurfaceCall;
+  readonly #deadline: number | undefined;
+  #endedBy: ContextDoneError | undefined = undefined;
+  unlink: () => void = noop;
+
+  constructor(surface: SurfaceCall, deadline: number | undefined) {
+    this.#surface = surface;
+    this.#deadline = deadline;
+  }
+
+  /** The context ended before the call: it is cancelled with the context's status. */
+  readonly abort = (error: ContextDoneError): void => {
+    this.#endedBy = error;
+    this.#surface.call?.cancelWithStatus(grpcStatusFor(error.cause.code), `ctxflow: ${error.message}`);
+  };
+
+  /** The call settled: the context no longer cancels it. */
+  release(): void {
+    this.unlink();
+    this.unlink = noop;
+  }
+
+  status(status: StatusObject): StatusObject {
+    return clientStatus(status, this.#endedBy, this.#deadline);
+  }
+
+  /** A grpc-js error with its status settled, as a typed error for a context status. */
+  typed(error: unknown): unknown {
+    if (!(error instanceof Error) || typeof (error as { code?: unknown }).code !== 'number') return error;
+    const status = this.status(error as unknown as StatusObject);
+    return toContextError(Object.assign(error, status)) ?? error;
+  }
+}
+
+/** The surface's `emit` for calls made through `contextTransformer`: the status and errors settled. */
+function emitWithCause(this: SurfaceCall, event: string | symbol, ...args: unknown[]): boolean {
+  const state = this[CALL_STATE] as TransformedCall;
+  if (event === 'status') {
+    state.release();
+    args[0] = state.status(args[0] as StatusObject);
+  } else if (event === 'error') {
+    args[0] = state.typed(args[0]);
+  }
+  return (Object.getPrototypeOf(this) as SurfaceCall).emit.call(this, event, ...args);
+}
+
 const DEADLINE_EXCEEDED: Cause = Object.freeze({ code: 'deadline_exceeded' });
 
-/** The call's deadline already has the reserve taken off: it is sent as it is. */
+/**
+ * The call's deadline already has the reserve taken off: it is sent as it is. grpc-timeout carries
+ * it, so ctx-timeout is not written (a peer reads grpc-timeout as the call's deadline).
+ */
 function wireOptions(options: ClientInterceptorOptions): OutboundOptions {
-  return { reserveMs: 0, sendDeadline: options.sendDeadline === true };
+  return { reserveMs: 0, sendDeadline: options.sendDeadline === true, sendTimeout: false };
 }
 
 /** What a call under `ctx` does: refuse to start with a cause, or go with a deadline. */
