@@ -14,6 +14,7 @@ import { type Cause, type Context, type ContextDoneError, current } from '../../
 import {
   DEFAULT_RESERVE_MS,
   type EncodeOptions,
+  type OutboundCall,
   type OutboundOptions,
   startOutbound,
 } from '../../sdk/wire.ts';
@@ -55,11 +56,12 @@ export function clientInterceptor(options: ClientInterceptorOptions = {}): Inter
   const wire = wireOptions(options);
   return (callOptions: InterceptorOptions, nextCall: NextCall) => {
     const ctx = current();
-    const plan = planCall(ctx, callOptions.deadline, reserveMs);
-    if (plan.refused !== undefined) return refusedCall(plan.refused);
-    const deadline = plan.deadline;
+    const own = epochMs(callOptions.deadline);
+    const deadline = callDeadline(ctx, own, reserveMs);
+    const refused = refusal(ctx, deadline);
+    if (refused !== undefined) return refusedCall(refused);
     const active = otel.active();
-    const next = nextCall(plan.fromContext ? { ...callOptions, deadline } : callOptions);
+    const next = nextCall(deadline !== own ? { ...callOptions, deadline } : callOptions);
     let endedBy: ContextDoneError | undefined;
     let settled = false;
     let unlink = noop;
@@ -114,10 +116,11 @@ export function contextTransformer(options: ClientInterceptorOptions = {}): Call
   const wire = wireOptions(options);
   return (properties) => {
     const ctx = current();
-    const plan = planCall(ctx, properties.callOptions.deadline, reserveMs);
-    if (plan.refused !== undefined) {
+    const own = epochMs(properties.callOptions.deadline);
+    const deadline = callDeadline(ctx, own, reserveMs);
+    const refused = refusal(ctx, deadline);
+    if (refused !== undefined) {
       // Call interceptors replace the client's: this one alone runs, and the call never starts.
-      const refused = plan.refused;
       properties.callOptions = {
         ...properties.callOptions,
         interceptors: [() => refusedCall(refused)],
@@ -125,18 +128,10 @@ export function contextTransformer(options: ClientInterceptorOptions = {}): Call
       };
       return typedErrors(properties);
     }
-    const deadline = plan.deadline;
-    if (plan.fromContext) properties.callOptions = { ...properties.callOptions, deadline };
+    if (deadline !== own) properties.callOptions = { ...properties.callOptions, deadline };
     const surface = properties.call as unknown as SurfaceCall;
-    const state = new TransformedCall(surface, deadline);
-    state.unlink = startOutbound({
-      ctx,
-      carrier: properties.metadata,
-      setter: metadataSetter,
-      abort: state.abort,
-      options: wire,
-      deadline,
-    });
+    const state = new TransformedCall(ctx, properties.metadata, wire, surface, deadline);
+    state.unlink = startOutbound(state);
     const callback = properties.callback;
     if (callback !== undefined) {
       properties.callback = (error, value) => {
@@ -153,16 +148,32 @@ export function contextTransformer(options: ClientInterceptorOptions = {}): Call
 
 const CALL_STATE = Symbol('ctxflow.grpc.client');
 
-/** A call made through `contextTransformer`: what its status and errors are settled against. */
-class TransformedCall {
+/**
+ * A call made through `contextTransformer`: the outbound call `startOutbound` takes (one object per
+ * call), and what its status and errors are settled against.
+ */
+class TransformedCall implements OutboundCall<grpc.Metadata> {
+  readonly ctx: Context;
+  readonly carrier: grpc.Metadata;
+  readonly setter = metadataSetter;
+  readonly options: OutboundOptions;
+  readonly deadline: number | undefined;
   readonly #surface: SurfaceCall;
-  readonly #deadline: number | undefined;
   #endedBy: ContextDoneError | undefined = undefined;
   unlink: () => void = noop;
 
-  constructor(surface: SurfaceCall, deadline: number | undefined) {
+  constructor(
+    ctx: Context,
+    metadata: grpc.Metadata,
+    options: OutboundOptions,
+    surface: SurfaceCall,
+    deadline: number | undefined,
+  ) {
+    this.ctx = ctx;
+    this.carrier = metadata;
+    this.options = options;
     this.#surface = surface;
-    this.#deadline = deadline;
+    this.deadline = deadline;
   }
 
   /** The context ended before the call: it is cancelled with the context's status. */
@@ -178,7 +189,7 @@ class TransformedCall {
   }
 
   status(status: StatusObject): StatusObject {
-    return clientStatus(status, this.#endedBy, this.#deadline);
+    return clientStatus(status, this.#endedBy, this.deadline);
   }
 
   /** A grpc-js error with its status settled, as a typed error for a context status. */
@@ -211,24 +222,17 @@ function wireOptions(options: ClientInterceptorOptions): OutboundOptions {
   return { reserveMs: 0, sendDeadline: options.sendDeadline === true, sendTimeout: false };
 }
 
-/** What a call under `ctx` does: refuse to start with a cause, or go with a deadline. */
-type Plan =
-  | { refused: Cause; deadline?: undefined; fromContext?: undefined }
-  | { refused?: undefined; deadline: number | undefined; fromContext: boolean };
+/** A call's deadline: the context's minus the reserve, unless the call's own (`own`) is earlier. */
+function callDeadline(ctx: Context, own: number | undefined, reserveMs: number): number | undefined {
+  const fromContext = ctx.deadline === undefined ? undefined : ctx.deadline - reserveMs;
+  return fromContext !== undefined && (own === undefined || fromContext < own) ? fromContext : own;
+}
 
-/**
- * A call's deadline: the context's minus the reserve, unless the call's own (`explicit`) is
- * earlier; a done context, or one with less than the reserve left, refuses the call.
- */
-function planCall(ctx: Context, explicit: grpc.Deadline | undefined, reserveMs: number): Plan {
+/** Why a call under `ctx` must not start: the context is done, or its deadline has passed. */
+function refusal(ctx: Context, deadline: number | undefined): Cause | undefined {
   const doneError = ctx.error;
-  if (doneError !== undefined) return { refused: doneError.cause };
-  const own = epochMs(explicit);
-  const fromContextDeadline = ctx.deadline === undefined ? undefined : ctx.deadline - reserveMs;
-  const fromContext = fromContextDeadline !== undefined && (own === undefined || fromContextDeadline < own);
-  const deadline = fromContext ? fromContextDeadline : own;
-  if (deadline !== undefined && deadline <= Date.now()) return { refused: DEADLINE_EXCEEDED };
-  return { deadline, fromContext };
+  if (doneError !== undefined) return doneError.cause;
+  return deadline !== undefined && deadline <= Date.now() ? DEADLINE_EXCEEDED : undefined;
 }
 
 /**

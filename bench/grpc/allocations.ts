@@ -4,8 +4,9 @@
 // (`clientOptions()` and `wrapService()`, each call under a fresh 5 s context). Not part of
 // `npm run bench:grpc`:
 //   node --conditions=ctxflow-source bench/grpc/allocations.ts
-// BENCH_ALLOC_TOP (20) rows of the ctxflow configuration are listed; BENCH_ALLOC_INTERVAL (64)
-// is the sampling interval in bytes (smaller: more exact, slower).
+// Lists the BENCH_ALLOC_TOP (20) functions that allocate the most more with ctxflow than without,
+// then ctxflow's own; BENCH_ALLOC_INTERVAL (64) is the sampling interval in bytes (smaller: more
+// exact, slower).
 import { Session } from 'node:inspector/promises';
 import * as grpc from '@grpc/grpc-js';
 import { context as otel, ROOT_CONTEXT } from '@opentelemetry/api';
@@ -116,7 +117,7 @@ session.connect();
 const setups = [await setUp('grpc-js', false), await setUp('grpc-js + ctxflow', true)];
 for (const setup of setups) await loop(setup, CALLS / 2);
 const totals = new Map<string, number>();
-let ctxflowRows: [string, number][] = [];
+const profiles = new Map<boolean, Map<string, number>>();
 for (const setup of setups) {
   await session.post('HeapProfiler.startSampling', {
     samplingInterval: INTERVAL,
@@ -129,13 +130,22 @@ for (const setup of setups) {
   };
   const byFunction = bytesByFunction(profile.head);
   totals.set(setup.label, [...byFunction.values()].reduce((x, y) => x + y, 0) / CALLS);
-  if (setup.ctxflow) {
-    ctxflowRows = [...byFunction].filter(([key]) => /adapters\/|sdk\//.test(key));
-    ctxflowRows.sort((a, b) => b[1] - a[1]);
-  }
+  profiles.set(setup.ctxflow, byFunction);
 }
-console.log(`node ${process.version}, one process, 16 concurrent calls, ${CALLS} calls sampled every ${INTERVAL} bytes`);
-for (const [label, bytes] of totals) console.log(`${label}: ${bytes.toFixed(0)} bytes per call (client + server)`);
+const bare = profiles.get(false) as Map<string, number>;
+const withCtxflow = profiles.get(true) as Map<string, number>;
+const more = [...withCtxflow].map(([key, bytes]): [string, number] => [key, bytes - (bare.get(key) ?? 0)]);
+more.sort((a, b) => b[1] - a[1]);
+const ctxflowRows = [...withCtxflow].filter(([key]) => /adapters\/|sdk\//.test(key));
+ctxflowRows.sort((a, b) => b[1] - a[1]);
+console.log(
+  `node ${process.version}, one process, 16 concurrent calls, ${CALLS} calls sampled every ${INTERVAL} bytes`,
+);
+for (const [label, bytes] of totals)
+  console.log(`${label}: ${bytes.toFixed(0)} bytes per call (client + server)`);
+console.log('allocating more with ctxflow (bytes per call):');
+for (const [key, bytes] of more.slice(0, TOP))
+  console.log(`  ${(bytes / CALLS).toFixed(0).padStart(5)} B  ${key}`);
 const ctxflowOwn = ctxflowRows.reduce((sum, [, bytes]) => sum + bytes, 0) / CALLS;
 console.log(`allocated in ctxflow's own functions: ${ctxflowOwn.toFixed(0)} bytes per call`);
 for (const [key, bytes] of ctxflowRows.slice(0, TOP)) {
