@@ -28,7 +28,10 @@ let started: () => void = () => {};
 const server = new grpc.Server();
 server.addService(service, {
   unary(call: { metadata: { get(key: string): unknown[] } }, callback: Callback) {
-    callback(null, { remaining: current().remaining(), ctxTimeout: call.metadata.get('ctx-timeout')[0] ?? null });
+    callback(null, {
+      remaining: current().remaining(),
+      ctxTimeout: call.metadata.get('ctx-timeout')[0] ?? null,
+    });
   },
   slow(_call: unknown, callback: Callback) {
     const ctx = current();
