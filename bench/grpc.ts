@@ -271,6 +271,20 @@ try {
   compare('alone', 'headers');
   compare('context', 'headers');
   compare('alone', 'context');
+  const alone = medians.get('alone');
+  const bare = medians.get('bare');
+  const withOtel = medians.get('ctxflow');
+  const otelAlone = medians.get('otel');
+  if (alone !== undefined && bare !== undefined && withOtel !== undefined && otelAlone !== undefined) {
+    const check = (value: number, target: number, atLeast: boolean) =>
+      `${value.toFixed(2)} (target ${atLeast ? '>=' : '<='} ${target.toFixed(2)}: ${
+        (atLeast ? value >= target : value <= target) ? 'met' : 'missed'
+      })`;
+    rows.push(
+      `targets: alone/bare calls/s ${check(alone.rps / bare.rps, 0.9, true)}; ctxflow/otel calls/s ` +
+        `${check(withOtel.rps / otelAlone.rps, 0.93, true)}, p50 ${check(withOtel.p50 / otelAlone.p50, 1.05, false)}`,
+    );
+  }
   rows.push(spans.join('; '));
 
   rows.push('');
