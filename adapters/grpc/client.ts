@@ -9,12 +9,13 @@ import type {
   StatusObject,
 } from '@grpc/grpc-js';
 import * as grpc from '@grpc/grpc-js';
-import { context as otel } from '@opentelemetry/api';
+import { type Context as OtelContext, context as otel, trace } from '@opentelemetry/api';
 import { type Cause, type Context, type ContextDoneError, current } from '../../sdk/index.ts';
 import {
   DEFAULT_RESERVE_MS,
   type EncodeOptions,
   type OutboundCall,
+  type OutboundHeaders,
   type OutboundOptions,
   startOutbound,
 } from '../../sdk/wire.ts';
@@ -72,7 +73,15 @@ export function clientInterceptor(options: ClientInterceptorOptions = {}): Inter
     const call: grpc.InterceptingCall = new grpc.InterceptingCall(next, {
       start(metadata, _listener, startNext) {
         try {
-          const outbound = { ctx, carrier: metadata, setter: metadataSetter, abort, options: wire, deadline };
+          const outbound = {
+            ctx,
+            carrier: metadata,
+            setter: metadataSetter,
+            abort,
+            options: wire,
+            deadline,
+            headers: outboundHeaders(metadata, active),
+          };
           unlink =
             otel.active() === active
               ? startOutbound(outbound)
@@ -158,6 +167,7 @@ class TransformedCall implements OutboundCall<grpc.Metadata> {
   readonly setter = metadataSetter;
   readonly options: OutboundOptions;
   readonly deadline: number | undefined;
+  readonly headers: OutboundHeaders;
   readonly #surface: SurfaceCall;
   #endedBy: ContextDoneError | undefined = undefined;
   unlink: () => void = noop;
@@ -174,6 +184,7 @@ class TransformedCall implements OutboundCall<grpc.Metadata> {
     this.options = options;
     this.#surface = surface;
     this.deadline = deadline;
+    this.headers = outboundHeaders(metadata, otel.active());
   }
 
   /** The context ended before the call: it is cancelled with the context's status. */
@@ -221,6 +232,24 @@ const DEADLINE_EXCEEDED: Cause = Object.freeze({ code: 'deadline_exceeded' });
 function wireOptions(options: ClientInterceptorOptions): OutboundOptions {
   return { reserveMs: 0, sendDeadline: options.sendDeadline === true, sendTimeout: false };
 }
+
+/**
+ * What a call writes into its metadata: the trace and, with `sendDeadline`, ctx-deadline (the
+ * budget rides in grpc-timeout); the budget alone when the metadata carries the active span's
+ * trace parent already. That is instrumentation-grpc's client span, injected with the global
+ * propagator just before: a second injection would write the same values again on every call.
+ * A traceparent left by an earlier call (metadata reused) names another span, and is replaced.
+ */
+function outboundHeaders(metadata: grpc.Metadata, active: OtelContext): OutboundHeaders {
+  const spanId = trace.getSpanContext(active)?.spanId;
+  if (spanId === undefined) return 'all';
+  const sent = metadata.get(TRACEPARENT)[0];
+  // version "-" trace id "-" span id: the span id starts at 36.
+  return typeof sent === 'string' && sent.startsWith(spanId, SPAN_ID_AT) ? 'budget' : 'all';
+}
+
+const TRACEPARENT = 'traceparent';
+const SPAN_ID_AT = 36;
 
 /** A call's deadline: the context's minus the reserve, unless the call's own (`own`) is earlier. */
 function callDeadline(ctx: Context, own: number | undefined, reserveMs: number): number | undefined {

@@ -131,6 +131,37 @@ describe('clientInterceptor', () => {
     }
   });
 
+  test('writes no trace headers again when the metadata carries the active span; replaces another span', () => {
+    ensureContextManager();
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const active = `00-${traceId}-00f067aa0ba902b7-01`;
+    const parent = trace.setSpanContext(ROOT_CONTEXT, { traceId, spanId: '00f067aa0ba902b7', traceFlags: 1 });
+    const start = (sent: string) => {
+      const metadata = new grpc.Metadata();
+      metadata.set('traceparent', sent);
+      const written: string[] = [];
+      const set = metadata.set.bind(metadata);
+      metadata.set = (key, value) => {
+        written.push(key);
+        set(key, value);
+      };
+      const { call, record } = fakeCall();
+      otel.with(parent, () =>
+        clientInterceptor()(
+          { method_definition: methodDefinition } as grpc.InterceptorOptions,
+          () => call as grpc.InterceptingCall,
+        ).start(metadata, {}),
+      );
+      return { written, traceparent: record.metadata?.get('traceparent')[0] };
+    };
+    // An instrumentation (instrumentation-grpc's client span) wrote the active span's already.
+    assert.deepEqual(start(active), { written: [], traceparent: active });
+    // Left by an earlier call under another span (metadata reused): replaced.
+    const stale = start(`00-${traceId}-b7ad6b7169203331-01`);
+    assert.equal(stale.traceparent, active);
+    assert.ok(stale.written.includes('traceparent'));
+  });
+
   test('writes traceparent from the active span, and nothing about deadlines without one', () => {
     ensureContextManager();
     const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
