@@ -6,7 +6,7 @@
 //   alone    ctxflow as above without OpenTelemetry's SDK
 // and, when BENCH_VARIANTS names them, deadline: OTel + a 5 s `deadline` call option set by hand;
 // intercepted: alone with serverInterceptor() in front of wrapService() on the server; headers:
-// bare sending by hand what alone sends (a deadline option, ctx-timeout, a fresh traceparent);
+// bare sending by hand what ctxflow sends under a trace (a deadline option, a fresh traceparent);
 // context: headers with each call in an OpenTelemetry context of its own on both sides.
 // Each variant has a server process and a load-generator process (a closed loop of
 // BENCH_CONCURRENCY calls, each from ROOT_CONTEXT). With taskset and 2+ cores the load generators
