@@ -6,7 +6,7 @@
 //   alone    ctxflow as above without OpenTelemetry's SDK
 // and, when BENCH_VARIANTS names them, deadline: OTel + a 5 s `deadline` call option set by hand;
 // intercepted: alone with serverInterceptor() in front of wrapService() on the server; headers:
-// bare sending by hand what alone sends (a deadline option, ctx-timeout, a fresh traceparent);
+// bare sending by hand what ctxflow sends under a trace (a deadline option, a fresh traceparent);
 // context: headers with each call in an OpenTelemetry context of its own on both sides.
 // Each variant has a server process and a load-generator process (a closed loop of
 // BENCH_CONCURRENCY calls, each from ROOT_CONTEXT). With taskset and 2+ cores the load generators
@@ -271,6 +271,20 @@ try {
   compare('alone', 'headers');
   compare('context', 'headers');
   compare('alone', 'context');
+  const alone = medians.get('alone');
+  const bare = medians.get('bare');
+  const withOtel = medians.get('ctxflow');
+  const otelAlone = medians.get('otel');
+  if (alone !== undefined && bare !== undefined && withOtel !== undefined && otelAlone !== undefined) {
+    const check = (value: number, target: number, atLeast: boolean) =>
+      `${value.toFixed(2)} (target ${atLeast ? '>=' : '<='} ${target.toFixed(2)}: ${
+        (atLeast ? value >= target : value <= target) ? 'met' : 'missed'
+      })`;
+    rows.push(
+      `targets: alone/bare calls/s ${check(alone.rps / bare.rps, 0.9, true)}; ctxflow/otel calls/s ` +
+        `${check(withOtel.rps / otelAlone.rps, 0.93, true)}, p50 ${check(withOtel.p50 / otelAlone.p50, 1.05, false)}`,
+    );
+  }
   rows.push(spans.join('; '));
 
   rows.push('');

@@ -141,8 +141,13 @@ export function countRejected(header: string, reason: RejectReason): void {
  * `messaging.destination.name`, a topic). Never a raw URL or anything else a client chooses.
  */
 export function hopAttributes(transport: Transport, operation?: string): Attributes {
-  const id = `${transport.name} ${operation ?? ''}`;
-  let attributes = attributeSets.get(id);
+  // Looked up per request: two map lookups, no key built (a string per request otherwise).
+  let byOperation = attributeSets.get(transport.name);
+  if (byOperation === undefined) {
+    byOperation = new Map();
+    attributeSets.set(transport.name, byOperation);
+  }
+  let attributes = byOperation.get(operation);
   if (attributes !== undefined) return attributes;
   attributes = Object.freeze(
     operation === undefined
@@ -150,12 +155,13 @@ export function hopAttributes(transport: Transport, operation?: string): Attribu
       : { 'ctxflow.transport': transport.name, [transport.operationKey]: operation },
   );
   // Operations are routes, methods and topics the service declared: few. The cap only bounds memory.
-  if (attributeSets.size < MAX_ATTRIBUTE_SETS) attributeSets.set(id, attributes);
+  if (byOperation.size < MAX_ATTRIBUTE_SETS) byOperation.set(operation, attributes);
   return attributes;
 }
 
 const MAX_ATTRIBUTE_SETS = 1_000;
-const attributeSets = new Map<string, Attributes>();
+/** Attribute sets by transport name, then by operation (undefined: none). */
+const attributeSets = new Map<string, Map<string | undefined, Attributes>>();
 
 /** Records the budget a request or message arrived with (`ctxflow.budget.arrival`); nothing when it had no deadline. */
 export function recordArrival(attributes: Attributes, budgetMs: number | undefined): void {

@@ -12,6 +12,12 @@ export interface OutboundOptions extends EncodeOptions {
    * `connect-timeout-ms`), for a Connect or gRPC-gateway server downstream. Default none.
    */
   alsoSend?: readonly ForeignOutboundHeader[];
+  /**
+   * Write `ctx-timeout`. Default true; false on a transport that carries the relative budget
+   * itself (gRPC's `grpc-timeout`, which a peer reads as the call's deadline): there it would
+   * repeat it on every call. `ctx-deadline` is still written with `sendDeadline`.
+   */
+  sendTimeout?: boolean;
 }
 
 /** Writes outbound headers; with `get`, a shorter foreign timeout the caller set is kept. */

@@ -56,18 +56,20 @@ export class DeadlinePropagator implements TextMapPropagator {
 }
 
 /**
- * Writes `ctx-timeout` (and with `sendDeadline`, `ctx-deadline`) for `deadline` into a carrier;
- * writes nothing when there is none.
+ * Writes `ctx-timeout` (unless `sendTimeout` is false) and with `sendDeadline`, `ctx-deadline`
+ * for `deadline` into a carrier; writes nothing when there is none.
  */
 export function injectDeadline<C>(
   carrier: C,
   setter: TextMapSetter<C>,
   deadline: number | undefined,
-  options: EncodeOptions = {},
+  options: EncodeOptions & { sendTimeout?: boolean } = {},
 ): void {
   if (deadline === undefined) return;
   const reserve = options.reserveMs ?? DEFAULT_RESERVE_MS;
-  setter.set(carrier, TIMEOUT_HEADER, encodeTimeout(deadline - Date.now(), reserve));
+  if (options.sendTimeout !== false) {
+    setter.set(carrier, TIMEOUT_HEADER, encodeTimeout(deadline - Date.now(), reserve));
+  }
   if (options.sendDeadline) setter.set(carrier, DEADLINE_HEADER, encodeDeadline(deadline, reserve));
 }
 

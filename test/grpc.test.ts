@@ -99,7 +99,8 @@ describe('grpc unary', () => {
       const skew = s.callDeadline - ((ctx.deadline as number) - 5);
       // Relative on the wire: the server counts from arrival, so transit time is added (the reserve covers it).
       assert.ok(skew >= -1 && skew <= Date.now() - started + 1, `grpc-timeout carries it (${skew} ms off)`);
-      assert.match(String(s.metadata['ctx-timeout']), /^\d+$/);
+      // grpc-timeout alone carries the budget: ctx-timeout would repeat it.
+      assert.equal(s.metadata['ctx-timeout'], undefined, 'no ctx-timeout beside grpc-timeout');
       assert.equal(s.metadata['ctx-deadline'], undefined, 'ctx-deadline only with sendDeadline');
     } finally {
       ctx.cancel();
@@ -112,9 +113,26 @@ describe('grpc unary', () => {
       await run(ctx, () => unary(client, {}, { deadline: Date.now() + 300 }));
       const s = seen.at(-1) as Seen;
       assert.ok(s.remaining <= 300 && s.remaining > 250, `remaining ${s.remaining}`);
-      assert.ok(Number(s.metadata['ctx-timeout']) <= 300);
+      assert.ok(s.callDeadline - Date.now() <= 300, 'grpc-timeout carries the explicit deadline');
     } finally {
       ctx.cancel();
+    }
+  });
+
+  test('sendDeadline: true sends ctx-deadline beside grpc-timeout; the server takes the earlier', async () => {
+    const withDeadline = probeClient(server.address, { sendDeadline: true });
+    const ctx = withTimeout(background(), 1000);
+    try {
+      await ready(withDeadline);
+      await run(ctx, () => unary(withDeadline));
+      const s = seen.at(-1) as Seen;
+      // The absolute deadline minus the reserve, as grpc-timeout carries it relative.
+      assert.equal(s.metadata['ctx-deadline'], String((ctx.deadline as number) - 5));
+      assert.equal(s.metadata['ctx-timeout'], undefined);
+      assert.ok((s.ctx.deadline as number) <= (ctx.deadline as number) - 5, 'never later than the sender');
+    } finally {
+      ctx.cancel();
+      withDeadline.close();
     }
   });
 

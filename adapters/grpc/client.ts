@@ -9,11 +9,13 @@ import type {
   StatusObject,
 } from '@grpc/grpc-js';
 import * as grpc from '@grpc/grpc-js';
-import { context as otel } from '@opentelemetry/api';
+import { type Context as OtelContext, context as otel, trace } from '@opentelemetry/api';
 import { type Cause, type Context, type ContextDoneError, current } from '../../sdk/index.ts';
 import {
   DEFAULT_RESERVE_MS,
   type EncodeOptions,
+  type OutboundCall,
+  type OutboundHeaders,
   type OutboundOptions,
   startOutbound,
 } from '../../sdk/wire.ts';
@@ -55,11 +57,12 @@ export function clientInterceptor(options: ClientInterceptorOptions = {}): Inter
   const wire = wireOptions(options);
   return (callOptions: InterceptorOptions, nextCall: NextCall) => {
     const ctx = current();
-    const plan = planCall(ctx, callOptions.deadline, reserveMs);
-    if (plan.refused !== undefined) return refusedCall(plan.refused);
-    const deadline = plan.deadline;
+    const own = epochMs(callOptions.deadline);
+    const deadline = callDeadline(ctx, own, reserveMs);
+    const refused = refusal(ctx, deadline);
+    if (refused !== undefined) return refusedCall(refused);
     const active = otel.active();
-    const next = nextCall(plan.fromContext ? { ...callOptions, deadline } : callOptions);
+    const next = nextCall(deadline !== own ? { ...callOptions, deadline } : callOptions);
     let endedBy: ContextDoneError | undefined;
     let settled = false;
     let unlink = noop;
@@ -70,7 +73,15 @@ export function clientInterceptor(options: ClientInterceptorOptions = {}): Inter
     const call: grpc.InterceptingCall = new grpc.InterceptingCall(next, {
       start(metadata, _listener, startNext) {
         try {
-          const outbound = { ctx, carrier: metadata, setter: metadataSetter, abort, options: wire, deadline };
+          const outbound = {
+            ctx,
+            carrier: metadata,
+            setter: metadataSetter,
+            abort,
+            options: wire,
+            deadline,
+            headers: outboundHeaders(metadata, active),
+          };
           unlink =
             otel.active() === active
               ? startOutbound(outbound)
@@ -99,6 +110,7 @@ export function clientInterceptor(options: ClientInterceptorOptions = {}): Inter
 interface SurfaceCall {
   call?: { cancelWithStatus(code: grpc.status, details: string): void } | null;
   emit(event: string | symbol, ...args: unknown[]): boolean;
+  [CALL_STATE]?: TransformedCall;
 }
 
 /**
@@ -113,10 +125,11 @@ export function contextTransformer(options: ClientInterceptorOptions = {}): Call
   const wire = wireOptions(options);
   return (properties) => {
     const ctx = current();
-    const plan = planCall(ctx, properties.callOptions.deadline, reserveMs);
-    if (plan.refused !== undefined) {
+    const own = epochMs(properties.callOptions.deadline);
+    const deadline = callDeadline(ctx, own, reserveMs);
+    const refused = refusal(ctx, deadline);
+    if (refused !== undefined) {
       // Call interceptors replace the client's: this one alone runs, and the call never starts.
-      const refused = plan.refused;
       properties.callOptions = {
         ...properties.callOptions,
         interceptors: [() => refusedCall(refused)],
@@ -124,74 +137,131 @@ export function contextTransformer(options: ClientInterceptorOptions = {}): Call
       };
       return typedErrors(properties);
     }
-    const deadline = plan.deadline;
-    if (plan.fromContext) properties.callOptions = { ...properties.callOptions, deadline };
+    if (deadline !== own) properties.callOptions = { ...properties.callOptions, deadline };
     const surface = properties.call as unknown as SurfaceCall;
-    let endedBy: ContextDoneError | undefined;
-    let unlink = startOutbound({
-      ctx,
-      carrier: properties.metadata,
-      setter: metadataSetter,
-      abort: (error) => {
-        endedBy = error;
-        surface.call?.cancelWithStatus(grpcStatusFor(error.cause.code), `ctxflow: ${error.message}`);
-      },
-      options: wire,
-      deadline,
-    });
-    const typed = (error: unknown): unknown => {
-      if (!(error instanceof Error) || typeof (error as { code?: unknown }).code !== 'number') return error;
-      const status = clientStatus(error as unknown as StatusObject, endedBy, deadline);
-      return toContextError(Object.assign(error, status)) ?? error;
-    };
+    const state = new TransformedCall(ctx, properties.metadata, wire, surface, deadline);
+    state.unlink = startOutbound(state);
     const callback = properties.callback;
     if (callback !== undefined) {
       properties.callback = (error, value) => {
-        unlink();
-        unlink = noop;
-        callback(error == null ? error : (typed(error) as ServiceError), value);
+        state.release();
+        callback(error == null ? error : (state.typed(error) as ServiceError), value);
       };
     }
-    const emit = surface.emit;
-    surface.emit = function (this: unknown, event: string | symbol, ...args: unknown[]): boolean {
-      if (event === 'status') {
-        unlink();
-        unlink = noop;
-        args[0] = clientStatus(args[0] as StatusObject, endedBy, deadline);
-      } else if (event === 'error') {
-        args[0] = typed(args[0]);
-      }
-      return emit.call(this, event, ...args);
-    };
+    // A shared function and a field, not a closure per call: the surface's own emit is its prototype's.
+    surface[CALL_STATE] = state;
+    surface.emit = emitWithCause;
     return properties;
   };
 }
 
-const DEADLINE_EXCEEDED: Cause = Object.freeze({ code: 'deadline_exceeded' });
-
-/** The call's deadline already has the reserve taken off: it is sent as it is. */
-function wireOptions(options: ClientInterceptorOptions): OutboundOptions {
-  return { reserveMs: 0, sendDeadline: options.sendDeadline === true };
-}
-
-/** What a call under `ctx` does: refuse to start with a cause, or go with a deadline. */
-type Plan =
-  | { refused: Cause; deadline?: undefined; fromContext?: undefined }
-  | { refused?: undefined; deadline: number | undefined; fromContext: boolean };
+const CALL_STATE = Symbol('ctxflow.grpc.client');
 
 /**
- * A call's deadline: the context's minus the reserve, unless the call's own (`explicit`) is
- * earlier; a done context, or one with less than the reserve left, refuses the call.
+ * A call made through `contextTransformer`: the outbound call `startOutbound` takes (one object per
+ * call), and what its status and errors are settled against.
  */
-function planCall(ctx: Context, explicit: grpc.Deadline | undefined, reserveMs: number): Plan {
+class TransformedCall implements OutboundCall<grpc.Metadata> {
+  readonly ctx: Context;
+  readonly carrier: grpc.Metadata;
+  readonly setter = metadataSetter;
+  readonly options: OutboundOptions;
+  readonly deadline: number | undefined;
+  readonly headers: OutboundHeaders;
+  readonly #surface: SurfaceCall;
+  #endedBy: ContextDoneError | undefined = undefined;
+  unlink: () => void = noop;
+
+  constructor(
+    ctx: Context,
+    metadata: grpc.Metadata,
+    options: OutboundOptions,
+    surface: SurfaceCall,
+    deadline: number | undefined,
+  ) {
+    this.ctx = ctx;
+    this.carrier = metadata;
+    this.options = options;
+    this.#surface = surface;
+    this.deadline = deadline;
+    this.headers = outboundHeaders(metadata, otel.active());
+  }
+
+  /** The context ended before the call: it is cancelled with the context's status. */
+  readonly abort = (error: ContextDoneError): void => {
+    this.#endedBy = error;
+    this.#surface.call?.cancelWithStatus(grpcStatusFor(error.cause.code), `ctxflow: ${error.message}`);
+  };
+
+  /** The call settled: the context no longer cancels it. */
+  release(): void {
+    this.unlink();
+    this.unlink = noop;
+  }
+
+  status(status: StatusObject): StatusObject {
+    return clientStatus(status, this.#endedBy, this.deadline);
+  }
+
+  /** A grpc-js error with its status settled, as a typed error for a context status. */
+  typed(error: unknown): unknown {
+    if (!(error instanceof Error) || typeof (error as { code?: unknown }).code !== 'number') return error;
+    const status = this.status(error as unknown as StatusObject);
+    return toContextError(Object.assign(error, status)) ?? error;
+  }
+}
+
+/** The surface's `emit` for calls made through `contextTransformer`: the status and errors settled. */
+function emitWithCause(this: SurfaceCall, event: string | symbol, ...args: unknown[]): boolean {
+  const state = this[CALL_STATE] as TransformedCall;
+  if (event === 'status') {
+    state.release();
+    args[0] = state.status(args[0] as StatusObject);
+  } else if (event === 'error') {
+    args[0] = state.typed(args[0]);
+  }
+  return (Object.getPrototypeOf(this) as SurfaceCall).emit.call(this, event, ...args);
+}
+
+const DEADLINE_EXCEEDED: Cause = Object.freeze({ code: 'deadline_exceeded' });
+
+/**
+ * The call's deadline already has the reserve taken off: it is sent as it is. grpc-timeout carries
+ * it, so ctx-timeout is not written (a peer reads grpc-timeout as the call's deadline).
+ */
+function wireOptions(options: ClientInterceptorOptions): OutboundOptions {
+  return { reserveMs: 0, sendDeadline: options.sendDeadline === true, sendTimeout: false };
+}
+
+/**
+ * What a call writes into its metadata: the trace and, with `sendDeadline`, ctx-deadline (the
+ * budget rides in grpc-timeout); the budget alone when the metadata carries the active span's
+ * trace parent already. That is instrumentation-grpc's client span, injected with the global
+ * propagator just before: a second injection would write the same values again on every call.
+ * A traceparent left by an earlier call (metadata reused) names another span, and is replaced.
+ */
+function outboundHeaders(metadata: grpc.Metadata, active: OtelContext): OutboundHeaders {
+  const spanId = trace.getSpanContext(active)?.spanId;
+  if (spanId === undefined) return 'all';
+  const sent = metadata.get(TRACEPARENT)[0];
+  // version "-" trace id "-" span id: the span id starts at 36.
+  return typeof sent === 'string' && sent.startsWith(spanId, SPAN_ID_AT) ? 'budget' : 'all';
+}
+
+const TRACEPARENT = 'traceparent';
+const SPAN_ID_AT = 36;
+
+/** A call's deadline: the context's minus the reserve, unless the call's own (`own`) is earlier. */
+function callDeadline(ctx: Context, own: number | undefined, reserveMs: number): number | undefined {
+  const fromContext = ctx.deadline === undefined ? undefined : ctx.deadline - reserveMs;
+  return fromContext !== undefined && (own === undefined || fromContext < own) ? fromContext : own;
+}
+
+/** Why a call under `ctx` must not start: the context is done, or its deadline has passed. */
+function refusal(ctx: Context, deadline: number | undefined): Cause | undefined {
   const doneError = ctx.error;
-  if (doneError !== undefined) return { refused: doneError.cause };
-  const own = epochMs(explicit);
-  const fromContextDeadline = ctx.deadline === undefined ? undefined : ctx.deadline - reserveMs;
-  const fromContext = fromContextDeadline !== undefined && (own === undefined || fromContextDeadline < own);
-  const deadline = fromContext ? fromContextDeadline : own;
-  if (deadline !== undefined && deadline <= Date.now()) return { refused: DEADLINE_EXCEEDED };
-  return { deadline, fromContext };
+  if (doneError !== undefined) return doneError.cause;
+  return deadline !== undefined && deadline <= Date.now() ? DEADLINE_EXCEEDED : undefined;
 }
 
 /**

@@ -14,6 +14,8 @@ import {
   acceptInbound,
   checkForeignHeaders,
   DEFAULT_RESERVE_MS,
+  FOREIGN_HEADERS,
+  GRPC_TIMEOUT_HEADER,
   type InboundCall,
   type InboundOptions,
   type Transport,
@@ -70,6 +72,17 @@ type WithState = Metadata & { [CALL_STATE]?: ServerCall };
 
 export function stateOf(metadata: Metadata | undefined): ServerCall | undefined {
   return metadata === undefined || metadata === null ? undefined : (metadata as WithState)[CALL_STATE];
+}
+
+/**
+ * The options a server side accepts calls with, resolved once: grpc-js takes grpc-timeout out of
+ * the metadata (it is the call's deadline, `transportDeadline`), so it is not looked up there.
+ */
+export function serverOptions<O extends ServerInterceptorOptions>(options: O): O {
+  const foreignHeaders = (options.foreignHeaders ?? FOREIGN_HEADERS).filter(
+    (header) => header !== GRPC_TIMEOUT_HEADER,
+  );
+  return { ...options, foreignHeaders };
 }
 
 /** Builds an inbound call's context from its metadata and its grpc-timeout: the start shared by `serverInterceptor` and `wrapService`. */
@@ -169,8 +182,9 @@ function checkBound(state: ServerCall): void {
  * - cancels it with `error` when the handler fails (any status but OK), and releases it when
  *   the status is sent.
  */
-export function serverInterceptor(options: ServerInterceptorOptions = {}): ServerInterceptor {
-  checkForeignHeaders(options.foreignHeaders);
+export function serverInterceptor(interceptorOptions: ServerInterceptorOptions = {}): ServerInterceptor {
+  checkForeignHeaders(interceptorOptions.foreignHeaders);
+  const options = serverOptions(interceptorOptions);
   return (method: ServerMethodDefinition<unknown, unknown>, call: ServerInterceptingCallInterface) => {
     let state: ServerCall | undefined;
     const handlerOnMetadata = method.requestStream;

@@ -18,6 +18,7 @@ import {
   type ServerCall,
   type ServerInterceptorOptions,
   type StatusLike,
+  serverOptions,
   settleStatus,
   shedStatus,
   stateOf,
@@ -141,7 +142,7 @@ function methodFor(path: string, options: WrapServiceOptions): Method {
   const { budgetMs, ...rest } = options;
   return {
     path,
-    inbound: { ...rest, budgetMs: typeof budgetMs === 'function' ? budgetMs(path) : budgetMs },
+    inbound: serverOptions({ ...rest, budgetMs: typeof budgetMs === 'function' ? budgetMs(path) : budgetMs }),
   };
 }
 
@@ -315,16 +316,11 @@ function handleCall(
     };
   }
   if (live !== undefined) live.send = respond ?? ((status) => call.emit('error', status));
-  const fail = (error: unknown): void => {
-    const status = handlerError(error, true);
-    if (respond !== undefined) respond(status);
-    else if (!call.writableEnded && !call.destroyed) call.emit('error', status);
-  };
   let result: unknown;
   try {
     result = handler.call(self, call, respond);
   } catch (error) {
-    fail(error);
+    fail(call, respond, error);
     return;
   }
   if (isThenable(result)) {
@@ -332,11 +328,18 @@ function handleCall(
       (value) => {
         if (respond !== undefined && value !== undefined) respond(null, value);
       },
-      (error) => fail(error),
+      (error) => fail(call, respond, error),
     );
   } else if (respond !== undefined && result !== undefined) {
     respond(null, result);
   }
+}
+
+/** The handler threw or rejected: its error becomes the call's status. */
+function fail(call: HandlerCall, respond: UnaryCallback | undefined, error: unknown): void {
+  const status = handlerError(error, true);
+  if (respond !== undefined) respond(status);
+  else if (!call.writableEnded && !call.destroyed) call.emit('error', status);
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

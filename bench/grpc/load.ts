@@ -50,10 +50,9 @@ function call(): Promise<void> {
         return;
       }
       if (variant === 'headers' || variant === 'context') {
-        // What ctxflow sends, by hand: the deadline (grpc-timeout), ctx-timeout and a traceparent.
+        // What ctxflow sends under a trace, by hand: the deadline (grpc-timeout) and a traceparent.
         const send = () => {
           const metadata = new grpc.Metadata();
-          metadata.set('ctx-timeout', '4995');
           metadata.set('traceparent', traceparent());
           client.unary(REQUEST, metadata, { deadline: Date.now() + 4995 }, (error) =>
             error ? reject(error) : resolve(),

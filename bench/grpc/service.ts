@@ -25,8 +25,8 @@ export const benchService = {
  * bare: grpc-js alone; otel: + OpenTelemetry; ctxflow: + OTel + ctxflow; alone: ctxflow without
  * OpenTelemetry's SDK; intercepted: as alone, with serverInterceptor() in front of wrapService();
  * deadline: + OTel + a deadline set by hand on each call (what ctxflow's cost compares with when
- * budgets matter); headers: grpc-js alone sending by hand what ctxflow sends (a deadline option,
- * ctx-timeout and a fresh traceparent per call); context: headers with each call run in an
+ * budgets matter); headers: grpc-js alone sending by hand what ctxflow sends under a trace (a
+ * deadline option, hence grpc-timeout, and a fresh traceparent per call); context: headers with each call run in an
  * OpenTelemetry context of its own (AsyncLocalStorage) on both sides, the least any context
  * propagation costs. The last four are not run unless asked for.
  */
