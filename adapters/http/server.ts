@@ -99,22 +99,24 @@ export function contextOf(req: IncomingMessage): Context | undefined {
 /**
  * Starts each request's context; the core of `withDeadlines` and of express's `deadlines()`.
  * The returned function gives the OpenTelemetry context to run the request's handler in, or
- * undefined when the request was shed (already answered 504).
+ * undefined when the request was shed (already answered 504). Its `budgetMs`, when given, is the
+ * request's own in place of `options.budgetMs` (undefined: none), for a budget chosen per request.
  * @internal For ctxflow's HTTP framework layers.
  */
 export function requestContexts(
   options: ServerOptions = {},
-): (req: IncomingMessage, res: ServerResponse) => OtelContext | undefined {
+): (req: IncomingMessage, res: ServerResponse, budgetMs?: number) => OtelContext | undefined {
   ensureContextManager();
   checkForeignHeaders(options.foreignHeaders);
   const minBudgetMs = options.minBudgetMs ?? DEFAULT_RESERVE_MS;
   const useSignal = options.disconnect === 'signal' && 'signal' in http.IncomingMessage.prototype;
   guardServerResponses();
 
-  return function accept(req, res) {
+  return function accept(req, res, budgetMs = options.budgetMs) {
     const outer = (req as WithCall)[CALL];
-    if (outer !== undefined) return narrow(outer, options.budgetMs);
-    const call = acceptInbound(req.headers, headerGetter, options, undefined, HTTP);
+    if (outer !== undefined) return narrow(outer, budgetMs);
+    const inbound = budgetMs === options.budgetMs ? options : { ...options, budgetMs };
+    const call = acceptInbound(req.headers, headerGetter, inbound, undefined, HTTP);
     (req as WithCall)[CALL] = call;
     // The HTTP server span (instrumentation-http), not the span of a middleware (instrumentation-express).
     call.trace(rpcServerSpan(call.otelContext) ?? trace.getSpan(call.otelContext));
