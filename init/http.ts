@@ -65,15 +65,20 @@ const saved = new Map<Record<string, AddListener>, Record<string, AddListener | 
  */
 export function patchHttpServers(options: HttpServerOptions): () => void {
   const { budgetMs, trustInbound, ignore, ...rest } = options;
-  const fixed = typeof budgetMs !== 'function' && typeof trustInbound !== 'function';
-  const shared = fixed ? requestContexts({ ...rest, budgetMs, trustInbound }) : undefined;
-  const acceptFor = (req: IncomingMessage): Accept =>
-    shared ??
-    requestContexts({
-      ...rest,
-      budgetMs: typeof budgetMs === 'function' ? budgetMs(req) : budgetMs,
-      trustInbound: typeof trustInbound === 'function' ? trustInbound(req) : trustInbound,
-    });
+  // Made once, not per request: one for trusted callers and, when asked for, one for the others;
+  // a budget given as a function is the request's own, passed to them.
+  const fixedBudget = typeof budgetMs === 'function' ? undefined : budgetMs;
+  const budgetOf = typeof budgetMs === 'function' ? budgetMs : () => fixedBudget;
+  const accepts = new Map<boolean, Accept>();
+  const acceptFor = (req: IncomingMessage): Accept => {
+    const trusted = typeof trustInbound === 'function' ? trustInbound(req) : (trustInbound ?? true);
+    let accept = accepts.get(trusted);
+    if (accept === undefined) {
+      accept = requestContexts({ ...rest, budgetMs: fixedBudget, trustInbound: trusted });
+      accepts.set(trusted, accept);
+    }
+    return accept;
+  };
 
   const wrap = (listener: Listener): Wrapped => {
     const wrapped: Wrapped = function ctxflowRequest(this: unknown, req, res) {
@@ -82,7 +87,7 @@ export function patchHttpServers(options: HttpServerOptions): () => void {
         return;
       }
       // A request a second listener (or another layer) has accepted already is only narrowed.
-      const otelContext = acceptFor(req)(req, res);
+      const otelContext = acceptFor(req)(req, res, budgetOf(req));
       // Undefined: shed on arrival, answered 504 already.
       // A closure, not otel.with's thisArg: that calls listener.bind, and an express app's `bind`
       // is the route method for HTTP's BIND.

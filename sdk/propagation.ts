@@ -19,7 +19,7 @@ import {
   type WireOptions,
 } from './codec.ts';
 import { background, newContext } from './context.ts';
-import { ensureContextManager, getContext, setContext } from './scope.ts';
+import { chained, ensureContextManager, getContext, setContext } from './scope.ts';
 import { TraceContextPropagator } from './traceparent.ts';
 
 /**
@@ -105,9 +105,12 @@ export function extractTrace(carrier: unknown, getter: TextMapGetter): OtelConte
   const active = otel.active();
   if (trace.getSpan(active) !== undefined) return active;
   if (tracingPropagator()) return propagation.extract(active, carrier, getter);
-  const extracted = w3c.extract(active, carrier, getter);
-  if (extracted !== active) return extracted;
-  return trace.setSpanContext(active, {
+  // The trace parent goes on a context that the caller's next values (its ctxflow context) join
+  // without a copy of the whole.
+  const base = chained(active);
+  const extracted = w3c.extract(base, carrier, getter);
+  if (extracted !== base) return extracted;
+  return trace.setSpanContext(base, {
     traceId: randomHex(TRACE_ID_BYTES),
     spanId: randomHex(SPAN_ID_BYTES),
     traceFlags: TraceFlags.NONE,

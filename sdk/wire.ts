@@ -74,7 +74,7 @@ export {
   type OutboundSetter,
   startOutbound,
 } from './outbound.ts';
-export { ensureContextManager } from './scope.ts';
+export { ensureContextManager, withValue } from './scope.ts';
 export { httpFallbackCause, httpStatusFor } from './status.ts';
 export { TraceContextPropagator } from './traceparent.ts';
 export {

@@ -1,5 +1,5 @@
-import http, { type ClientRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
-import https from 'node:https';
+import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
+import type { RequestOptions } from 'node:https';
 import { type Context, type ContextDoneError, current } from '../../sdk/index.ts';
 import {
   CANCEL_REASON_HEADER,
@@ -11,12 +11,17 @@ import {
 } from '../../sdk/wire.ts';
 
 /** node:http request options, plus the context to send under and how to write its budget. */
-export interface ContextRequestOptions extends https.RequestOptions, OutboundOptions {
+export interface ContextRequestOptions extends RequestOptions, OutboundOptions {
   /** The context whose trace, deadline and cancellation the request carries. Default `current()`. */
   ctx?: Context;
 }
 
 type ResponseCallback = (res: IncomingMessage) => void;
+
+// Not imported: the ES module facade of node:http reads every export, its lazy WebSocket getters
+// too, which loads Node's bundled undici (about 40 ms at start-up); node:https (and node:tls) is
+// loaded only for the first https: request.
+const http = process.getBuiltinModule('node:http');
 
 const headerSetter: OutboundSetter<OutgoingHttpHeaders> = {
   set: (carrier, key, value) => {
@@ -71,7 +76,7 @@ export function request(
 
   const secure = (url === undefined ? options.protocol : new URL(url).protocol) === 'https:';
   const send = (): ClientRequest => {
-    const transport = secure ? https : http;
+    const transport = secure ? process.getBuiltinModule('node:https') : http;
     return url === undefined
       ? transport.request(options, callback)
       : transport.request(url, options, callback);

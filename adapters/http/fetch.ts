@@ -12,6 +12,7 @@ import {
   type OutboundSetter,
   remoteError,
   startOutbound,
+  withValue,
 } from '../../sdk/wire.ts';
 import {
   abortRequest,
@@ -144,7 +145,7 @@ export async function fetch(input: string | URL | Request, init?: ContextRequest
   const base = ctx === activeCtx ? active : setContext(active, ctx);
   try {
     const response = await otel.with(
-      base.setValue(FETCH_CALL, call),
+      withValue(base, FETCH_CALL, call),
       globalFetch,
       undefined,
       input,

@@ -86,3 +86,38 @@ test('requests kept alive on one connection leave no listener behind, and a hang
     await server.close();
   }
 });
+
+test('the response guard is set up once, on the prototype: a response late for its deadline is answered 504, responses of other servers are left alone', async () => {
+  const guarded = await listen(
+    withDeadlines(
+      async (req, res) => {
+        // Begun past the deadline by the clock, before its timer can have fired: the guard answers.
+        const until = Date.now() + 60;
+        while (Date.now() < until) {}
+        res.end('from the handler');
+        assert.equal(Object.hasOwn(res, 'end'), false, 'nothing put on the response itself');
+        assert.equal(Object.hasOwn(res, 'write'), false);
+        assert.ok(contextOf(req)?.done);
+      },
+      { budgetMs: 50 },
+    ),
+  );
+  // A server without ctxflow in the same process, after the guard is in place.
+  const plain = await listen((_req, res) => {
+    res.write('plain ');
+    res.end('answer');
+  });
+  try {
+    const late = await globalThis.fetch(`${guarded.url}/`);
+    assert.equal(late.status, 504);
+    assert.equal(late.headers.get('ctx-cancel-reason'), 'deadline_exceeded');
+    assert.equal(await late.text(), 'deadline_exceeded');
+
+    const answer = await globalThis.fetch(`${plain.url}/`);
+    assert.equal(answer.status, 200);
+    assert.equal(await answer.text(), 'plain answer');
+  } finally {
+    await guarded.close();
+    await plain.close();
+  }
+});

@@ -99,21 +99,24 @@ export function contextOf(req: IncomingMessage): Context | undefined {
 /**
  * Starts each request's context; the core of `withDeadlines` and of express's `deadlines()`.
  * The returned function gives the OpenTelemetry context to run the request's handler in, or
- * undefined when the request was shed (already answered 504).
+ * undefined when the request was shed (already answered 504). Its `budgetMs`, when given, is the
+ * request's own in place of `options.budgetMs` (undefined: none), for a budget chosen per request.
  * @internal For ctxflow's HTTP framework layers.
  */
 export function requestContexts(
   options: ServerOptions = {},
-): (req: IncomingMessage, res: ServerResponse) => OtelContext | undefined {
+): (req: IncomingMessage, res: ServerResponse, budgetMs?: number) => OtelContext | undefined {
   ensureContextManager();
   checkForeignHeaders(options.foreignHeaders);
   const minBudgetMs = options.minBudgetMs ?? DEFAULT_RESERVE_MS;
   const useSignal = options.disconnect === 'signal' && 'signal' in http.IncomingMessage.prototype;
+  guardServerResponses();
 
-  return function accept(req, res) {
+  return function accept(req, res, budgetMs = options.budgetMs) {
     const outer = (req as WithCall)[CALL];
-    if (outer !== undefined) return narrow(outer, options.budgetMs);
-    const call = acceptInbound(req.headers, headerGetter, options, undefined, HTTP);
+    if (outer !== undefined) return narrow(outer, budgetMs);
+    const inbound = budgetMs === options.budgetMs ? options : { ...options, budgetMs };
+    const call = acceptInbound(req.headers, headerGetter, inbound, undefined, HTTP);
     (req as WithCall)[CALL] = call;
     // The HTTP server span (instrumentation-http), not the span of a middleware (instrumentation-express).
     call.trace(rpcServerSpan(call.otelContext) ?? trace.getSpan(call.otelContext));
@@ -263,7 +266,7 @@ export function answerError(
     res.statusCode = status;
     res.removeHeader('content-length');
     res.setHeader('content-type', 'text/plain; charset=utf-8');
-    ownEnd(res).call(res, http.STATUS_CODES[status] ?? 'Error');
+    answerWith(res, http.STATUS_CODES[status] ?? 'Error');
   }
   if (ctx !== undefined && !ctx.done) {
     (req as WithCall)[ENDED_BY_HANDLER] = 'local';
@@ -299,41 +302,79 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
   );
 }
 
-// The response's own write and end, kept on it when guard() replaces them.
-const WRITE = Symbol.for('ctxflow.http.write.v1');
-const END = Symbol.for('ctxflow.http.end.v1');
-const GUARDED = Symbol.for('ctxflow.http.guarded.v1');
+// The write and end a guard replaced, kept beside it: on node:http's ServerResponse.prototype for
+// every response of node:http, on the response itself for any other (HTTP/2's compatibility layer).
+// Registered symbols: a second copy of ctxflow finds the prototype guarded and leaves it as it is.
+const WRITE = Symbol.for('ctxflow.http.write.v2');
+const END = Symbol.for('ctxflow.http.end.v2');
+// On a response guarded by itself (not by its prototype): the call it answers for.
+const GUARDED = Symbol.for('ctxflow.http.guarded.v2');
 // Set when ctxflow answered the response (its context's end).
 const ANSWERED = Symbol.for('ctxflow.http.answered.v1');
+// Set while ctxflow writes an answer of its own, which the guard lets through.
+const OWN_ANSWER = Symbol.for('ctxflow.http.own-answer.v2');
 type Guarded = ServerResponse & {
-  [GUARDED]: InboundCall;
-  [WRITE]: ServerResponse['write'];
-  [END]: ServerResponse['end'];
+  [GUARDED]?: InboundCall;
+  [WRITE]: GuardedWrite;
+  [END]: GuardedEnd;
   [ANSWERED]?: true;
+  [OWN_ANSWER]?: true;
 };
+type GuardedWrite = (this: ServerResponse, chunk: unknown, encoding: unknown, callback: unknown) => boolean;
+type GuardedEnd = (
+  this: ServerResponse,
+  chunk: unknown,
+  encoding: unknown,
+  callback: unknown,
+) => ServerResponse;
+
+/**
+ * Guards node:http's responses from their prototype, once per process: its write and end check
+ * the response's call (`res.req`'s) and delegate at once when there is none (a response of a
+ * server or route without ctxflow). Nothing is set on a response per request, so Node's own code
+ * keeps seeing responses of one shape; express's per-app prototypes inherit the guard.
+ */
+function guardServerResponses(): void {
+  const proto = http.ServerResponse.prototype as unknown as Record<PropertyKey, unknown>;
+  if (Object.hasOwn(proto, WRITE)) return;
+  proto[WRITE] = proto.write;
+  proto[END] = proto.end;
+  proto.write = guardedWrite;
+  proto.end = guardedEnd;
+}
 
 /**
  * Makes a response begun after the call's context ended (by its clock, even before its timer
  * fired) the answer for the context's end instead of the handler's, and drops what the handler
- * writes after that. Shared functions and symbol properties: no closure per request.
+ * writes after that. A response of node:http is guarded by its prototype (`guardServerResponses`);
+ * any other gets the same shared functions on itself.
  */
 function guard(res: ServerResponse, call: InboundCall): void {
+  if ((res as unknown) instanceof http.ServerResponse) return;
   const guarded = res as Guarded;
   guarded[GUARDED] = call;
-  guarded[WRITE] = res.write;
-  guarded[END] = res.end;
-  res.write = guardedWrite as ServerResponse['write'];
-  res.end = guardedEnd as ServerResponse['end'];
+  guarded[WRITE] = res.write as GuardedWrite;
+  guarded[END] = res.end as unknown as GuardedEnd;
+  res.write = guardedWrite as unknown as ServerResponse['write'];
+  res.end = guardedEnd as unknown as ServerResponse['end'];
+}
+
+/** The call a guarded response answers for, if any. */
+function callOf(res: Partial<Guarded>): InboundCall | undefined {
+  return res[GUARDED] ?? (res.req as WithCall | undefined)?.[CALL];
 }
 
 /** True when the response must not carry what the handler writes: its context ended first. */
 function overtaken(res: Guarded): boolean {
   if (res.headersSent && !res.writableEnded) return false;
-  const call = res[GUARDED];
+  const call = callOf(res);
+  if (call === undefined) return false;
   const error = call.scope.error;
   if (error === undefined) return false;
-  if (!res.headersSent) reply(res, error);
-  else if (res[ANSWERED] === true) call.late();
+  if (!res.headersSent) {
+    if (res[OWN_ANSWER] === true) return false;
+    reply(res, error);
+  } else if (res[ANSWERED] === true) call.late();
   return true;
 }
 
@@ -344,7 +385,7 @@ function overtaken(res: Guarded): boolean {
  * response ctxflow answered.
  */
 function lateHeaders(this: Partial<Guarded>): ServerResponse {
-  this[GUARDED]?.late();
+  callOf(this)?.late();
   return this as ServerResponse;
 }
 
@@ -357,19 +398,25 @@ function silenceHeaders(res: ServerResponse): void {
   res.flushHeaders = late as unknown as ServerResponse['flushHeaders'];
 }
 
-function guardedWrite(this: Guarded, ...args: Parameters<ServerResponse['write']>): boolean {
+// Named parameters rather than a rest array: these run for every response in the process.
+// node:http's write and end take a missing argument and an undefined one alike.
+function guardedWrite(this: Guarded, chunk: unknown, encoding?: unknown, callback?: unknown): boolean {
   if (overtaken(this)) return true;
-  return this[WRITE].apply(this, args);
+  return this[WRITE].call(this, chunk, encoding, callback);
 }
 
-function guardedEnd(this: Guarded, ...args: Parameters<ServerResponse['end']>): ServerResponse {
+function guardedEnd(this: Guarded, chunk?: unknown, encoding?: unknown, callback?: unknown): ServerResponse {
   if (overtaken(this)) return this;
-  return this[END].apply(this, args as never);
+  return this[END].call(this, chunk, encoding, callback);
 }
 
-/** The response's `end` from before the guard: what ctxflow's own answers use. */
-function ownEnd(res: ServerResponse): (chunk: string) => void {
-  return ((res as Partial<Guarded>)[END] ?? res.end) as (chunk: string) => void;
+/**
+ * Ends the response with ctxflow's own answer: through `res.end` (so that wrappers of it, such as an
+ * instrumentation's, see it), past the guard.
+ */
+function answerWith(res: ServerResponse, body: string): void {
+  (res as Guarded)[OWN_ANSWER] = true;
+  res.end(body);
 }
 
 /** Answers a request whose context ended, unless a response is already under way or the client is gone. */
@@ -380,7 +427,7 @@ function reply(res: ServerResponse, error: ContextDoneError): void {
   res.removeHeader('content-length');
   res.setHeader(CANCEL_REASON_HEADER, encodeCause(cause));
   res.setHeader('content-type', 'text/plain; charset=utf-8');
-  ownEnd(res).call(res, cause.code);
+  answerWith(res, cause.code);
   (res as Partial<Guarded>)[ANSWERED] = true;
   silenceHeaders(res);
 }

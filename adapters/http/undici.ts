@@ -33,6 +33,11 @@ export function madeByFetch(otelContext: OtelContext): boolean {
   return otelContext.getValue(FETCH_CALL) !== undefined;
 }
 
+/** True when a header name (of any case) is `lower`, a lower-case name: most are lower-case already. */
+function isHeader(name: string | undefined, lower: string): boolean {
+  return name === lower || (name?.length === lower.length && name.toLowerCase() === lower);
+}
+
 function lineName(line: string): string {
   const colon = line.indexOf(':');
   return colon > 0 ? line.slice(0, colon).trim().toLowerCase() : '';
@@ -43,7 +48,7 @@ export function headerValue(request: UndiciRequest, name: string): string | unde
   const headers = request.headers;
   if (typeof headers !== 'string') {
     for (let i = 0; i < headers.length; i += 2) {
-      if (headers[i]?.toLowerCase() === name) return headers[i + 1];
+      if (isHeader(headers[i], name)) return headers[i + 1];
     }
     return undefined;
   }
@@ -59,7 +64,7 @@ export function dropHeader(request: UndiciRequest, name: string, keep = 0): void
   if (typeof headers !== 'string') {
     let seen = 0;
     for (let i = headers.length - 2; i >= 0; i -= 2) {
-      if (headers[i]?.toLowerCase() === name && ++seen > keep) headers.splice(i, 2);
+      if (isHeader(headers[i], name) && ++seen > keep) headers.splice(i, 2);
     }
     return;
   }
