@@ -25,8 +25,8 @@ import {
   recordArrival,
   type Transport,
 } from './metrics.ts';
-import { extractTrace } from './propagation.ts';
-import { setContext } from './scope.ts';
+import { extractTraceParts } from './propagation.ts';
+import { inboundOtelContext, setContext } from './scope.ts';
 import { traceInbound } from './tracing.ts';
 
 /** How a server side of an adapter turns an inbound call into a context. */
@@ -214,7 +214,7 @@ export function acceptInbound(
   transport?: Transport,
   operation?: string,
 ): InboundCall {
-  const otelContext = extractTrace(carrier, getter);
+  const { base, spanContext } = extractTraceParts(carrier, getter);
   const trusted = options.trustInbound ?? true;
   const now = Date.now();
   const max = options.maxInboundMs ?? DEFAULT_MAX_INBOUND_MS;
@@ -229,11 +229,12 @@ export function acceptInbound(
   let deadline = trusted ? earliest(earliest(sent, foreign), transportDeadline) : transportDeadline;
   if (deadline !== undefined && deadline > now + max) deadline = now + max;
   if (options.budgetMs !== undefined) deadline = earliest(deadline, now + options.budgetMs);
-  const ctx = newContext(background(), deadline, trace.getSpanContext(otelContext)?.traceId);
+  const traceId = spanContext === undefined ? trace.getSpanContext(base)?.traceId : spanContext.traceId;
+  const ctx = newContext(background(), deadline, traceId);
   const fromService = sent !== undefined || transport?.callersAreServices === true;
   return new InboundCall(
     ctx,
-    setContext(otelContext, ctx),
+    inboundOtelContext(base, spanContext, ctx),
     trusted && fromService ? 'upstream_cancelled' : 'client_disconnected',
     now,
     transport === undefined ? NO_ATTRIBUTES : hopAttributes(transport, operation),

@@ -2,6 +2,7 @@ import {
   type Context as OtelContext,
   context as otel,
   propagation,
+  type SpanContext,
   type TextMapGetter,
   type TextMapPropagator,
   type TextMapSetter,
@@ -98,18 +99,29 @@ export function injectTrace<C>(otelContext: OtelContext, carrier: C, setter: Tex
  * that logs on every hop can be correlated by a trace id even without an SDK.
  */
 export function extractTrace(carrier: unknown, getter: TextMapGetter): OtelContext {
-  // The caller runs its handler in the returned context: that needs a working context manager.
+  const { base, spanContext } = extractTraceParts(carrier, getter);
+  return spanContext === undefined ? base : trace.setSpanContext(base, spanContext);
+}
+
+/** `extractTrace` in two parts: the context to build on, and the span context to add to it, if any. */
+export interface InboundTrace {
+  readonly base: OtelContext;
+  readonly spanContext: SpanContext | undefined;
+}
+
+/**
+ * What `extractTrace` builds, before building it, so that an inbound side can hold the span
+ * context and its own values in one OpenTelemetry context (`inboundOtelContext`).
+ */
+export function extractTraceParts(carrier: unknown, getter: TextMapGetter): InboundTrace {
+  // The caller runs its handler in the result: that needs a working context manager.
   ensureContextManager();
   const active = otel.active();
-  if (trace.getSpan(active) !== undefined) return active;
-  if (tracingPropagator()) return propagation.extract(active, carrier, getter);
-  const extracted = w3c.extract(active, carrier, getter);
-  if (extracted !== active) return extracted;
-  return trace.setSpanContext(active, {
-    traceId: randomHex(TRACE_ID_BYTES),
-    spanId: randomHex(SPAN_ID_BYTES),
-    traceFlags: TraceFlags.NONE,
-  });
+  if (trace.getSpan(active) !== undefined) return { base: active, spanContext: undefined };
+  if (tracingPropagator())
+    return { base: propagation.extract(active, carrier, getter), spanContext: undefined };
+  const spanContext = w3c.extractSpanContext(carrier, getter) ?? newSpanContext();
+  return { base: active, spanContext };
 }
 
 // Not imported: the ES module facade of node:crypto reads every export, its lazy webcrypto getters
@@ -121,8 +133,12 @@ const SPAN_ID_BYTES = 8;
 const pool = Buffer.allocUnsafe(4096);
 let poolOffset = pool.length;
 
-/** `bytes` random bytes in lower-case hex, never all zeros (an invalid id in W3C trace context). */
-function randomHex(bytes: number): string {
+/**
+ * A new trace's span context, not sampled: random trace and span ids in lower-case hex, neither all
+ * zeros (an invalid id in W3C trace context), from one conversion of 24 bytes.
+ */
+function newSpanContext(): SpanContext {
+  const bytes = TRACE_ID_BYTES + SPAN_ID_BYTES;
   for (;;) {
     if (poolOffset + bytes > pool.length) {
       randomFillSync(pool);
@@ -130,8 +146,18 @@ function randomHex(bytes: number): string {
     }
     const start = poolOffset;
     poolOffset += bytes;
-    for (let i = start; i < poolOffset; i++) {
-      if (pool[i] !== 0) return pool.toString('hex', start, poolOffset);
-    }
+    const middle = start + TRACE_ID_BYTES;
+    if (allZeros(start, middle) || allZeros(middle, poolOffset)) continue;
+    const hex = pool.toString('hex', start, poolOffset);
+    return {
+      traceId: hex.slice(0, 2 * TRACE_ID_BYTES),
+      spanId: hex.slice(2 * TRACE_ID_BYTES),
+      traceFlags: TraceFlags.NONE,
+    };
   }
+}
+
+function allZeros(start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (pool[i] !== 0) return false;
+  return true;
 }
