@@ -59,6 +59,7 @@ export function producer(inner: Producer, options: ProducerOptions = {}): Produc
   // Under a done context startOutbound throws its error. kafkajs cannot take a message back once
   // handed over: nothing to abort afterwards.
   const decorate = (ctx: Context, messages: Message[]): Message[] => {
+    const shared = !writesIntoHeaders(inner);
     const written: IHeaders = {};
     startOutbound({ ctx, carrier: written, setter: headersSetter, abort: noop, options: outbound })();
     const requestId = requestIdFor(ctx);
@@ -66,7 +67,7 @@ export function producer(inner: Producer, options: ProducerOptions = {}): Produc
     const timeout = written[TIMEOUT_HEADER];
     // Without a deadline there is nothing to fold: the headers go as written.
     if (timeout === undefined || written[DEADLINE_HEADER] === undefined) {
-      return messages.map((message) => withHeaders(message, written, message.timestamp));
+      return messages.map((message) => withHeaders(message, written, message.timestamp, shared));
     }
     // `ctx-deadline` minus the record's timestamp is `ctx-timeout`: both were read off the same
     // clock at the same instant (startOutbound's), so the timestamp is set here, not by kafkajs.
@@ -74,8 +75,8 @@ export function producer(inner: Producer, options: ProducerOptions = {}): Produc
     const folded = withoutKey(written, TIMEOUT_HEADER);
     return messages.map((message) =>
       ownsTimeOrDeadline(message)
-        ? withHeaders(message, written, message.timestamp)
-        : withHeaders(message, folded, sentAt),
+        ? withHeaders(message, written, message.timestamp, shared)
+        : withHeaders(message, folded, sentAt, shared),
     );
   };
 
@@ -95,13 +96,25 @@ export function producer(inner: Producer, options: ProducerOptions = {}): Produc
   return wrapped;
 }
 
-/** The message with ctxflow's headers under its own, and its timestamp. */
-function withHeaders(message: Message, ours: IHeaders, timestamp: string | undefined): Message {
-  return {
-    ...message,
-    timestamp,
-    headers: message.headers === undefined ? ours : { ...ours, ...message.headers },
-  };
+/** The message with ctxflow's headers under its own, and its timestamp; `ours` itself when `shared`. */
+function withHeaders(
+  message: Message,
+  ours: IHeaders,
+  timestamp: string | undefined,
+  shared: boolean,
+): Message {
+  const headers =
+    message.headers === undefined ? (shared ? ours : { ...ours }) : { ...ours, ...message.headers };
+  return { ...message, timestamp, headers };
+}
+
+/**
+ * Whether OpenTelemetry's kafkajs instrumentation wrapped the producer's `send` (its wrapper is
+ * marked `__wrapped`): it writes each message's own trace parent into that message's headers
+ * object, so messages must not share one.
+ */
+function writesIntoHeaders(inner: Producer): boolean {
+  return '__wrapped' in inner.send;
 }
 
 /**
