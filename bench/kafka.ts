@@ -1,36 +1,46 @@
 // Kafka bench, against the broker in KAFKA_BROKERS (eval "$(npm run -s infra -- env)"):
-//   produce   BENCH_MESSAGES messages in sends of BENCH_BATCH, kafkajs alone vs the ctxflow producer
-//             (each send under a fresh 30 s context): messages/s, CPU of this process per message;
-//             a third variant sends, with kafkajs alone, three fixed headers of the same sizes as
-//             ctxflow's (what carrying the headers costs in kafkajs, apart from ctxflow);
-//   consume   the same number, eachMessage with a no-op handler, kafkajs alone vs the ctxflow
-//             consumer (context per message, expiry check, heartbeat timer), timed from the first
-//             message (the group join is not counted); again with a handler that works BENCH_WORK_US;
+//   produce   BENCH_MESSAGES messages of 100 B in sends of BENCH_BATCH, each send under a fresh 30 s
+//             context: messages/s, CPU of the producing process per message. Variants: kafkajs
+//             alone; kafkajs alone sending fixed headers of the sizes ctxflow writes (what carrying
+//             them costs in kafkajs, apart from ctxflow: `ctx-deadline`; with a cancel bus also
+//             `ctx-request-id`); the ctxflow producer without and with a cancel bus; kafkajs with
+//             OpenTelemetry's kafkajs instrumentation and a tracing SDK (a span and a traceparent
+//             per message: what users run instead), in a process of its own (support/kafka-otel.ts);
+//   consume   the same number, eachMessage, kafkajs alone vs the ctxflow consumer (context per
+//             message, expiry check, heartbeat timer) vs kafkajs with OpenTelemetry's
+//             instrumentation, timed from the first message (the group join is not counted): with a
+//             no-op handler, and with one that works BENCH_WORK_US;
 //   cancel    three consumer instances in one group over six partitions, each with its own cancel
 //             bus reader: cancel() of the producing context → the running handler's signal,
 //             BENCH_CANCEL_TRIALS trials across the partitions, p50/p99;
 //   idle bus  one bus reader with nothing to read: fetch requests per second, resident memory.
-// Variants are interleaved (kafkajs, ctxflow, kafkajs, ...), medians of BENCH_ROUNDS with their range;
-// a fresh topic (three partitions) per run. Environment: BENCH_ROUNDS (3), BENCH_MESSAGES (20000),
-// BENCH_BATCH (100), BENCH_CANCEL_TRIALS (200), BENCH_WORK_US (50).
+// Variants are interleaved (kafkajs, ..., ctxflow, otel, kafkajs, ...), medians of BENCH_ROUNDS with
+// their range; a fresh topic (three partitions) per produce run. "own CPU" is ctxflow's CPU per
+// message minus kafkajs alone's. Environment: BENCH_ROUNDS (3), BENCH_MESSAGES (20000),
+// BENCH_BATCH (100), BENCH_CANCEL_TRIALS (200), BENCH_WORK_US (20).
+import { fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Consumer, Kafka, logLevel, type Producer } from 'kafkajs';
+import { Kafka, logLevel, type Message } from 'kafkajs';
 import { cancelBus, consumer, producer } from '../adapters/kafka/index.ts';
 import { background, withCancel, withTimeout } from '../sdk/context.ts';
+import type { OtelRequest } from './support/kafka-otel.ts';
+import { consume, produce, type Run, type RunSettings } from './support/kafka-runs.ts';
 import { median, range } from './support/stats.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 20_000);
 const BATCH = Number(process.env.BENCH_BATCH ?? 100);
 const CANCEL_TRIALS = Number(process.env.BENCH_CANCEL_TRIALS ?? 200);
-const WORK_US = Number(process.env.BENCH_WORK_US ?? 50);
+const WORK_US = Number(process.env.BENCH_WORK_US ?? 20);
 const PARTITIONS = 3;
 const brokers = (process.env.KAFKA_BROKERS ?? '').split(',').filter(Boolean);
 if (brokers.length === 0) {
   console.error('KAFKA_BROKERS is not set: eval "$(npm run -s infra -- env)" first');
   process.exit(2);
 }
+const settings: RunSettings = { messages: MESSAGES, batch: BATCH };
 
 const client = (id: string) => new Kafka({ clientId: id, brokers, logLevel: logLevel.NOTHING });
 const kafka = client('bench');
@@ -43,147 +53,141 @@ async function topic(partitions = PARTITIONS): Promise<string> {
   return name;
 }
 
+// The OpenTelemetry variant's process, asked for one run at a time.
+const otel = fork(new URL('./support/kafka-otel.ts', import.meta.url), {
+  env: { ...process.env, BENCH_RUN_SETTINGS: JSON.stringify(settings) },
+  stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+});
+await once(otel, 'message');
+async function inOtel(request: OtelRequest): Promise<Run> {
+  otel.send(request);
+  const [run] = (await once(otel, 'message')) as [Run];
+  return run;
+}
+
 const value = 'x'.repeat(100);
-const batch = Array.from({ length: BATCH }, () => ({ value }));
-const sameSizeHeaders = {
-  'ctx-timeout': '29999',
-  'ctx-deadline': String(Date.now()),
-  'ctx-request-id': 'x'.repeat(16),
-};
-const batchWithHeaders = batch.map((m) => ({ ...m, headers: sameSizeHeaders }));
-
-type Variant = 'kafkajs' | 'headers' | 'ctxflow';
-
-interface Run {
-  perSecond: number;
-  cpuUsPerMessage: number;
-}
-
-async function timed(work: () => Promise<void>): Promise<Run> {
-  const cpu = process.cpuUsage();
-  const start = performance.now();
-  await work();
-  const seconds = (performance.now() - start) / 1000;
-  const used = process.cpuUsage(cpu);
-  return { perSecond: MESSAGES / seconds, cpuUsPerMessage: (used.user + used.system) / MESSAGES };
-}
-
-async function produce(send: Producer, variant: Variant, to: string): Promise<void> {
-  for (let sent = 0; sent < MESSAGES; sent += BATCH) {
-    if (variant !== 'ctxflow') {
-      await send.send({ topic: to, messages: variant === 'kafkajs' ? batch : batchWithHeaders });
-    } else {
-      const ctx = withTimeout(background(), 30_000);
-      try {
-        await ctx.run(() => send.send({ topic: to, messages: batch }));
-      } finally {
-        ctx.cancel();
-      }
-    }
-  }
-}
-
-/** Spins for `us` microseconds: a handler's own work. */
-function work(us: number): void {
-  const end = performance.now() + us / 1000;
-  while (performance.now() < end);
-}
-
-async function consume(
-  variant: 'kafkajs' | 'ctxflow',
-  from: string,
-  dlq: Producer,
-  workUs: number,
-): Promise<Run> {
-  const inner = kafka.consumer({ groupId: `bench-${randomUUID()}`, maxWaitTimeInMs: 100 });
-  let count = 0;
-  let first = 0;
-  let cpu = process.cpuUsage();
-  let done: () => void = () => {};
-  const finished = new Promise<void>((resolve) => {
-    done = resolve;
-  });
-  const seen = () => {
-    if (count++ === 0) {
-      first = performance.now();
-      cpu = process.cpuUsage();
-    }
-    if (count === MESSAGES) done();
-  };
-  const c: Pick<Consumer, 'connect' | 'subscribe' | 'disconnect'> & {
-    run(config: { eachMessage: () => Promise<void> }): Promise<void>;
-  } = variant === 'kafkajs' ? inner : consumer(inner, { deadLetterProducer: dlq });
-  await c.connect();
-  await c.subscribe({ topic: from, fromBeginning: true });
-  await c.run({
-    eachMessage: async () => {
-      if (workUs > 0) work(workUs);
-      seen();
-    },
-  });
-  await finished;
-  const seconds = (performance.now() - first) / 1000;
-  const used = process.cpuUsage(cpu);
-  await c.disconnect();
-  // The first message is not part of the window.
-  return { perSecond: (MESSAGES - 1) / seconds, cpuUsPerMessage: (used.user + used.system) / (MESSAGES - 1) };
-}
-
-function summary(label: string, runs: Run[]): { rate: number; line: string } {
-  const rates = runs.map((r) => r.perSecond);
-  const cpu = runs.map((r) => r.cpuUsPerMessage);
-  const rate = median(rates);
-  return {
-    rate,
-    line: `${label.padEnd(18)} ${Math.round(rate).toString().padStart(7)} msg/s (${range(rates, 0)}), CPU ${median(cpu).toFixed(1)} us/msg (${range(cpu, 1)})`,
-  };
-}
+const plain: Message[] = Array.from({ length: BATCH }, () => ({ value }));
+// Fixed headers of the sizes the ctxflow producer writes: its deadline, and with a bus its request id.
+const deadlineHeader = { 'ctx-deadline': String(Date.now() + 30_000) };
+const busHeaders = { ...deadlineHeader, 'ctx-request-id': 'x'.repeat(16) };
+const withHeaders = (headers: Record<string, string>) => plain.map((m) => ({ ...m, headers }));
 
 const raw = kafka.producer();
 await raw.connect();
 const wrapped = producer(raw);
+const bus = cancelBus(kafka, { topic: `bench.bus.${randomUUID().slice(0, 8)}` });
+await bus.connect();
+const wrappedWithBus = producer(raw, { cancelBus: bus });
 
-const producing: Record<Variant, Run[]> = { kafkajs: [], headers: [], ctxflow: [] };
-const consuming: Record<'kafkajs' | 'ctxflow', Run[]> = { kafkajs: [], ctxflow: [] };
-const consumingWithWork: Record<'kafkajs' | 'ctxflow', Run[]> = { kafkajs: [], ctxflow: [] };
+/** One send through a ctxflow producer, under a fresh 30 s context ended (plainly) after it. */
+const underContext = (send: typeof wrapped, to: string) => async (messages: Message[]) => {
+  const ctx = withTimeout(background(), 30_000);
+  try {
+    await ctx.run(() => send.send({ topic: to, messages }));
+  } finally {
+    ctx.cancel();
+  }
+};
+
+const PRODUCERS = [
+  'kafkajs',
+  'kafkajs +1 header',
+  'ctxflow',
+  'kafkajs +2 headers',
+  'ctxflow +bus',
+  'otel',
+] as const;
+type ProduceVariant = (typeof PRODUCERS)[number];
+async function produceRun(variant: ProduceVariant, to: string): Promise<Run> {
+  const direct = (messages: Message[]) => raw.send({ topic: to, messages });
+  switch (variant) {
+    case 'kafkajs':
+      return produce(settings, direct, plain);
+    case 'kafkajs +1 header':
+      return produce(settings, direct, withHeaders(deadlineHeader));
+    case 'kafkajs +2 headers':
+      return produce(settings, direct, withHeaders(busHeaders));
+    case 'ctxflow':
+      return produce(settings, underContext(wrapped, to), plain);
+    case 'ctxflow +bus':
+      return produce(settings, underContext(wrappedWithBus, to), plain);
+    case 'otel':
+      return inOtel({ op: 'produce', topic: to, headers: undefined });
+  }
+}
+
+const CONSUMERS = ['kafkajs', 'ctxflow', 'otel'] as const;
+type ConsumeVariant = (typeof CONSUMERS)[number];
+function consumeRun(variant: ConsumeVariant, from: string, workUs: number): Promise<Run> {
+  if (variant === 'otel') return inOtel({ op: 'consume', topic: from, workUs });
+  if (variant === 'kafkajs') return consume(settings, kafka, from, workUs);
+  return consume(settings, kafka, from, workUs, (inner) => consumer(inner, { deadLetterProducer: raw }));
+}
+
+const producing = Object.fromEntries(PRODUCERS.map((v) => [v, [] as Run[]])) as Record<ProduceVariant, Run[]>;
+const consuming = Object.fromEntries(CONSUMERS.map((v) => [v, [] as Run[]])) as Record<ConsumeVariant, Run[]>;
+const consumingWithWork = Object.fromEntries(CONSUMERS.map((v) => [v, [] as Run[]])) as Record<
+  ConsumeVariant,
+  Run[]
+>;
 // One warm-up of each producer path, not counted.
-await produce(raw, 'kafkajs', await topic());
-await produce(wrapped, 'ctxflow', await topic());
+for (const variant of PRODUCERS) await produceRun(variant, await topic());
 for (let round = 0; round < ROUNDS; round++) {
-  for (const variant of ['kafkajs', 'headers', 'ctxflow'] as const) {
-    const to = await topic();
-    producing[variant].push(await timed(() => produce(variant === 'kafkajs' ? raw : wrapped, variant, to)));
-  }
+  for (const variant of PRODUCERS) producing[variant].push(await produceRun(variant, await topic()));
 }
-// Consumers read messages written by the ctxflow producer (headers to parse for both variants).
+// Consumers read messages written by the ctxflow producer with a cancel bus (its headers to parse
+// for every variant).
 const filled = await topic();
-await produce(wrapped, 'ctxflow', filled);
+await produce(settings, underContext(wrappedWithBus, filled), plain);
 for (let round = 0; round < ROUNDS; round++) {
-  for (const variant of ['kafkajs', 'ctxflow'] as const) {
-    consuming[variant].push(await consume(variant, filled, raw, 0));
-    consumingWithWork[variant].push(await consume(variant, filled, raw, WORK_US));
+  for (const variant of CONSUMERS) {
+    consuming[variant].push(await consumeRun(variant, filled, 0));
+    consumingWithWork[variant].push(await consumeRun(variant, filled, WORK_US));
   }
 }
+
+function summary(label: string, runs: Run[]): { rate: number; cpu: number; line: string } {
+  const rates = runs.map((r) => r.perSecond);
+  const cpus = runs.map((r) => r.cpuUsPerMessage);
+  const rate = median(rates);
+  const cpu = median(cpus);
+  return {
+    rate,
+    cpu,
+    line: `${label.padEnd(34)} ${Math.round(rate).toString().padStart(7)} msg/s (${range(rates, 0)}), CPU ${cpu.toFixed(1)} us/msg (${range(cpus, 1)})`,
+  };
+}
+const ratio = (label: string, ours: { rate: number }, base: { rate: number }) =>
+  console.log(`  ratio ${label}: ${(ours.rate / base.rate).toFixed(3)}`);
 
 console.log(
   `kafkajs 2.2.4, ${MESSAGES} messages of ${value.length} B, ${PARTITIONS} partitions, ${ROUNDS} rounds, one broker`,
 );
+const p = Object.fromEntries(
+  PRODUCERS.map((v) => [v, summary(`produce ${v === 'otel' ? 'kafkajs + OpenTelemetry' : v}`, producing[v])]),
+) as Record<ProduceVariant, ReturnType<typeof summary>>;
+for (const variant of PRODUCERS) console.log(p[variant].line);
+ratio('kafkajs +1 header / kafkajs', p['kafkajs +1 header'], p.kafkajs);
+ratio('ctxflow / kafkajs', p.ctxflow, p.kafkajs);
+ratio('ctxflow / kafkajs +1 header (same headers)', p.ctxflow, p['kafkajs +1 header']);
+ratio('ctxflow +bus / kafkajs +2 headers (same headers)', p['ctxflow +bus'], p['kafkajs +2 headers']);
+ratio('ctxflow / kafkajs + OpenTelemetry', p.ctxflow, p.otel);
 for (const [name, runs] of [
-  ['produce', producing as Record<'kafkajs' | 'ctxflow', Run[]>],
   ['consume', consuming],
   [`consume, ${WORK_US} us handler`, consumingWithWork],
 ] as const) {
   const bare = summary(`${name} kafkajs`, runs.kafkajs);
   const ours = summary(`${name} ctxflow`, runs.ctxflow);
+  const instrumented = summary(`${name} kafkajs + OpenTelemetry`, runs.otel);
   console.log(bare.line);
-  if (name === 'produce') {
-    const headers = summary('produce +3 headers', producing.headers);
-    console.log(headers.line);
-    console.log(`produce ratio kafkajs+3 headers/kafkajs: ${(headers.rate / bare.rate).toFixed(3)}`);
-  }
   console.log(ours.line);
-  console.log(`${name} ratio ctxflow/kafkajs: ${(ours.rate / bare.rate).toFixed(3)}`);
+  console.log(instrumented.line);
+  console.log(`  ctxflow's own CPU: ${(ours.cpu - bare.cpu).toFixed(1)} us/msg`);
+  ratio('ctxflow / kafkajs', ours, bare);
+  ratio('ctxflow / kafkajs + OpenTelemetry', ours, instrumented);
 }
+otel.send({ op: 'stop' } satisfies OtelRequest);
+await once(otel, 'exit');
 
 // Cancel latency with three instances, each with its own client and bus reader.
 {
@@ -266,5 +270,6 @@ for (const [name, runs] of [
   await bus.stop();
 }
 
+await bus.stop();
 await raw.disconnect();
 await admin.disconnect();

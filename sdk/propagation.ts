@@ -2,6 +2,7 @@ import {
   type Context as OtelContext,
   context as otel,
   propagation,
+  type SpanContext,
   type TextMapGetter,
   type TextMapPropagator,
   type TextMapSetter,
@@ -107,14 +108,7 @@ export function extractTrace(carrier: unknown, getter: TextMapGetter): OtelConte
   if (tracingPropagator()) return propagation.extract(active, carrier, getter);
   // The trace parent goes on a context that the caller's next values (its ctxflow context) join
   // without a copy of the whole.
-  const base = chained(active);
-  const extracted = w3c.extract(base, carrier, getter);
-  if (extracted !== base) return extracted;
-  return trace.setSpanContext(base, {
-    traceId: randomHex(TRACE_ID_BYTES),
-    spanId: randomHex(SPAN_ID_BYTES),
-    traceFlags: TraceFlags.NONE,
-  });
+  return trace.setSpanContext(chained(active), w3c.extractSpanContext(carrier, getter) ?? newSpanContext());
 }
 
 // Not imported: the ES module facade of node:crypto reads every export, its lazy webcrypto getters
@@ -126,8 +120,12 @@ const SPAN_ID_BYTES = 8;
 const pool = Buffer.allocUnsafe(4096);
 let poolOffset = pool.length;
 
-/** `bytes` random bytes in lower-case hex, never all zeros (an invalid id in W3C trace context). */
-function randomHex(bytes: number): string {
+/**
+ * A new trace's span context, not sampled: random trace and span ids in lower-case hex, neither all
+ * zeros (an invalid id in W3C trace context), from one conversion of 24 bytes.
+ */
+function newSpanContext(): SpanContext {
+  const bytes = TRACE_ID_BYTES + SPAN_ID_BYTES;
   for (;;) {
     if (poolOffset + bytes > pool.length) {
       randomFillSync(pool);
@@ -135,8 +133,18 @@ function randomHex(bytes: number): string {
     }
     const start = poolOffset;
     poolOffset += bytes;
-    for (let i = start; i < poolOffset; i++) {
-      if (pool[i] !== 0) return pool.toString('hex', start, poolOffset);
-    }
+    const middle = start + TRACE_ID_BYTES;
+    if (allZeros(start, middle) || allZeros(middle, poolOffset)) continue;
+    const hex = pool.toString('hex', start, poolOffset);
+    return {
+      traceId: hex.slice(0, 2 * TRACE_ID_BYTES),
+      spanId: hex.slice(2 * TRACE_ID_BYTES),
+      traceFlags: TraceFlags.NONE,
+    };
   }
+}
+
+function allZeros(start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (pool[i] !== 0) return false;
+  return true;
 }

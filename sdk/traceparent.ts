@@ -34,16 +34,22 @@ export class TraceContextPropagator implements TextMapPropagator {
   }
 
   extract(otelContext: OtelContext, carrier: unknown, getter: TextMapGetter): OtelContext {
+    const spanContext = this.extractSpanContext(carrier, getter);
+    return spanContext === undefined ? otelContext : trace.setSpanContext(otelContext, spanContext);
+  }
+
+  /** The remote span context the carrier names, or undefined: `extract` without the context to put it in. */
+  extractSpanContext(carrier: unknown, getter: TextMapGetter): SpanContext | undefined {
     const sent = getter.get(carrier, TRACEPARENT);
     const header = Array.isArray(sent) ? sent[0] : sent;
-    if (typeof header !== 'string') return otelContext;
+    if (typeof header !== 'string') return undefined;
     const spanContext = parseTraceparent(header);
-    if (spanContext === undefined) return otelContext;
+    if (spanContext === undefined) return undefined;
     const state = getter.get(carrier, TRACESTATE);
     if (state !== undefined && state !== '') {
       spanContext.traceState = createTraceState(Array.isArray(state) ? state.join(',') : state);
     }
-    return trace.setSpanContext(otelContext, spanContext);
+    return spanContext;
   }
 
   fields(): string[] {

@@ -156,3 +156,27 @@ test('eachBatch: the expired message of a batch is dead-lettered, the handler ge
   await waitFor('the batch', () => handed[0]);
   assert.deepEqual(handed, [{ values: ['live'], deadline: soon }]);
 });
+
+test('messages of one send each carry the trace parent of their own producer span', async (t) => {
+  const brokers = kafkaBrokers(t);
+  if (brokers === undefined) return;
+  const kafka = kafkaClient(brokers);
+  const topic = uniqueTopic('init-kafka-otel-parents');
+  await createTopics(kafka, [topic]);
+  const producer = kafka.producer();
+  await producer.connect();
+  t.after(() => producer.disconnect());
+  const ctx = withTimeout(background(), 6000);
+  try {
+    // The instrumentation writes each message's trace parent into its headers object: ctxflow's
+    // headers, shared by the messages of a send otherwise, are copied per message here.
+    await ctx.run(() => producer.send({ topic, messages: [{ value: 'a' }, { value: 'b' }, { value: 'c' }] }));
+  } finally {
+    ctx.cancel();
+  }
+  const read = await readTopic(kafka, topic, 3);
+  const spans = spansOf(topic, SpanKind.PRODUCER).map((span) => span.spanContext().spanId);
+  const parents = read.map((message) => String(message.headers.traceparent).split('-')[2]);
+  assert.equal(new Set(parents).size, 3, `three trace parents: ${parents.join(', ')}`);
+  for (const parent of parents) assert.ok(spans.includes(parent as string), 'a producer span of its own');
+});

@@ -85,6 +85,85 @@ describe('ctxflow/kafka', () => {
     }
   });
 
+  it('writes one deadline header: ctx-deadline with the record timestamp; ctx-timeout and a request id only when needed', async (t) => {
+    const client = setup(t);
+    if (!client) return;
+    const topic = uniqueTopic('wire');
+    const busTopic = uniqueTopic('wire-bus');
+    await createTopics(client, [topic]);
+    const bus = cancelBus(client, { topic: busTopic });
+    t.after(() => bus.stop());
+    const plain = producer(raw);
+    const watched = producer(raw, { cancelBus: bus });
+    const ctx = withTimeout(background(), 5_000);
+    const before = Date.now();
+    try {
+      await ctx.run(async () => {
+        await plain.send({ topic, messages: [{ value: 'plain' }] });
+        await watched.send({ topic, messages: [{ value: 'watched' }] });
+        await plain.send({ topic, messages: [{ value: 'own-time', timestamp: '1700000000000' }] });
+      });
+      await background().run(() => watched.send({ topic, messages: [{ value: 'background' }] }));
+    } finally {
+      ctx.cancel();
+    }
+    const read = new Map((await readTopic(client, topic, 4)).map((m) => [m.value, m]));
+    const deadline = String(Math.floor((ctx.deadline as number) - 5));
+    const plainMessage = read.get('plain');
+    assert.ok(plainMessage);
+    assert.deepEqual(Object.keys(plainMessage.headers).sort(), ['ctx-deadline']);
+    assert.equal(plainMessage.headers['ctx-deadline'], deadline);
+    // The record timestamp is the producer's clock when it wrote the deadline: their difference
+    // is the budget left at send, what ctx-timeout carried.
+    const sentAt = Number(plainMessage.timestamp);
+    assert.ok(sentAt >= before && sentAt <= Date.now());
+    assert.ok(Number(deadline) - sentAt <= 5_000 - 5);
+    const watchedMessage = read.get('watched');
+    assert.deepEqual(Object.keys(watchedMessage?.headers ?? {}).sort(), ['ctx-deadline', 'ctx-request-id']);
+    // A timestamp of the application's says nothing of when the deadline was written.
+    const ownTime = read.get('own-time');
+    assert.equal(ownTime?.timestamp, '1700000000000');
+    assert.equal(ownTime?.headers['ctx-deadline'], deadline);
+    assert.ok(Number(ownTime?.headers['ctx-timeout']) <= 5_000 - 5);
+    // background() never ends: no deadline, and no request id a cancel could name.
+    assert.deepEqual(read.get('background')?.headers, {});
+  });
+
+  it('reads the deadline headers of other producers: both, or ctx-deadline with the record timestamp', async (t) => {
+    const client = setup(t);
+    if (!client) return;
+    const topic = uniqueTopic('interop');
+    await createTopics(client, [topic]);
+    const now = Date.now();
+    await raw.send({
+      topic,
+      messages: [
+        // What ctxflow producers wrote before, and what other clients (kcat, Java) may write.
+        { value: 'both', headers: { 'ctx-deadline': String(now + 4_000), 'ctx-timeout': '2000' } },
+        {
+          value: 'deadline',
+          timestamp: String(now - 1_000),
+          headers: { 'ctx-deadline': String(now + 3_000) },
+        },
+        { value: 'timeout', headers: { 'ctx-timeout': '2500' } },
+      ],
+    });
+    const seen = new Map<string, number>();
+    const arrived = new Map<string, number>();
+    await startConsumer(t, client, topic, async ({ message, ctx }) => {
+      seen.set(String(message.value), ctx.deadline as number);
+      arrived.set(String(message.value), Date.now());
+    });
+    await waitFor('three messages', () => (seen.size === 3 ? true : undefined));
+    // Both: the earlier of the absolute deadline and now + ctx-timeout.
+    assert.ok((seen.get('both') as number) <= (arrived.get('both') as number) + 2_000);
+    // ctx-deadline alone: bounded by what the record timestamp says was left at send (4 s), and by
+    // the deadline itself.
+    assert.equal(seen.get('deadline'), now + 3_000);
+    // ctx-timeout alone: relative, from arrival.
+    assert.ok((seen.get('timeout') as number) <= (arrived.get('timeout') as number) + 2_500);
+  });
+
   it('dead-letters a message that expired in the queue, with its headers, reason, place and time', async (t) => {
     const client = setup(t);
     if (!client) return;
@@ -101,6 +180,8 @@ describe('ctxflow/kafka', () => {
         ctx.cancel();
       }
     }
+    const [sent] = await readTopic(client, topic, 1);
+    assert.ok(sent);
     await sleep(200);
     const handled: string[] = [];
     const before = Date.now();
@@ -119,8 +200,8 @@ describe('ctxflow/kafka', () => {
     );
     const at = Number(dead.headers['ctx-dead-letter-at']);
     assert.ok(at >= before && at <= Date.now(), 'expired when taken from the queue');
-    for (const header of ['ctx-deadline', 'ctx-timeout', 'ctx-request-id'])
-      assert.ok(dead.headers[header], `original ${header} kept`);
+    assert.ok(dead.headers['ctx-deadline'], 'original ctx-deadline kept');
+    assert.equal(dead.timestamp, sent.timestamp, 'original timestamp kept: the two still imply ctx-timeout');
     assert.deepEqual(handled, []);
   });
 

@@ -1,8 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  type Attributes,
   diag,
   type Context as OtelContext,
   context as otel,
+  ProxyTracerProvider,
   ROOT_CONTEXT,
   type Span,
   SpanKind,
@@ -37,12 +39,13 @@ import {
   decodeRequestId,
   encodeCause,
   errorFor,
+  hopAttributes,
   type InboundCall,
   type InboundOptions,
   REQUEST_ID_HEADER,
   traceEnd,
 } from '../../sdk/wire.ts';
-import { headersGetter, KAFKA, manage, yielded } from './headers.ts';
+import { headersGetter, KAFKA, manage, recordGetter, yielded } from './headers.ts';
 import { countMessage, recordCancelDelay } from './metrics.ts';
 
 /** Span attribute: what became of a message (`handled`, `dead-lettered`, `skipped`). */
@@ -140,6 +143,7 @@ interface Running {
   readonly requestId: string | undefined;
   /** kafkajs's heartbeat while it runs longer than the interval; none for a message inside a batch handler. */
   readonly heartbeat: (() => Promise<void>) | undefined;
+  /** The heartbeat timer's tick when it started: due a heartbeat two ticks on. */
   readonly since: number;
   redeliver: boolean;
   /** Ends its tracking once its work is over: counted, untraced, its context released. */
@@ -148,13 +152,14 @@ interface Running {
 
 type Outcome = 'handled' | 'skipped' | 'dead-lettered';
 
-/** One message to handle, as kafkajs delivered it (with its batch, under eachBatch), and its handler. */
-type Delivery = Pick<MessagePayload, 'topic' | 'partition' | 'message' | 'heartbeat' | 'batch'> & {
-  handler: MessageHandler;
-};
+/** An unchanged kafkajs eachMessage handler (init()), or a handler of ctxflow's payload. */
+type AnyHandler = MessageHandler | ((payload: EachMessagePayload) => Promise<void>);
 
-/** A message taken from the queue with its inbound call: handed over, or not (`refused`). */
-interface Arrival {
+/**
+ * A message taken from the queue with its inbound call: handed over, or not (`refused`); while
+ * handed over, running work. One object per message, its methods shared.
+ */
+class Arrival implements Running {
   readonly topic: string;
   readonly partition: number;
   readonly message: KafkaMessage;
@@ -165,7 +170,75 @@ interface Arrival {
   /** The span is kafkajs instrumentation's, which ends it. */
   readonly instrumented: boolean;
   /** Handed over although expired or cancelled (`onExpired` `process`, or init()'s ended context). */
-  expired: boolean;
+  expired = false;
+  /** Handed over in a context already ended (under init() with no dead-letter topic): counted as expired only. */
+  endedOnArrival = false;
+  heartbeat: (() => Promise<void>) | undefined = undefined;
+  since = 0;
+  redeliver = false;
+  #running: Set<Running> | undefined = undefined;
+
+  constructor(
+    topic: string,
+    partition: number,
+    message: KafkaMessage,
+    requestId: string | undefined,
+    call: InboundCall,
+    span: Span | undefined,
+    instrumented: boolean,
+  ) {
+    this.topic = topic;
+    this.partition = partition;
+    this.message = message;
+    this.requestId = requestId;
+    this.call = call;
+    this.span = span;
+    this.instrumented = instrumented;
+  }
+
+  get ctx(): CancelableContext {
+    return this.call.ctx;
+  }
+
+  /** Registers the message as running in `running` since tick `since`, traced, until `finish`. */
+  begin(running: Set<Running>, heartbeat: (() => Promise<void>) | undefined, since: number): void {
+    this.call.trace(this.span);
+    this.heartbeat = heartbeat;
+    this.since = since;
+    this.#running = running;
+    running.add(this);
+  }
+
+  finish(): void {
+    this.#running?.delete(this);
+    const call = this.call;
+    // Complete unless the context ended before the handler did: the release is no cancellation.
+    call.finish(this.endedOnArrival || !call.ctx.done);
+    if (!this.instrumented) this.span?.end();
+  }
+}
+
+/** An unchanged eachBatch handler's own context (init()): not a message, its end is each message's. */
+class BatchRun implements Running {
+  readonly ctx: CancelableContext;
+  readonly requestId = undefined;
+  readonly heartbeat: () => Promise<void>;
+  readonly since: number;
+  redeliver = false;
+  readonly #running: Set<Running>;
+
+  constructor(running: Set<Running>, ctx: CancelableContext, heartbeat: () => Promise<void>, since: number) {
+    this.ctx = ctx;
+    this.heartbeat = heartbeat;
+    this.since = since;
+    this.#running = running;
+    running.add(this);
+  }
+
+  finish(): void {
+    this.#running.delete(this);
+    this.ctx.cancel();
+  }
 }
 
 /**
@@ -182,6 +255,14 @@ export interface Wiring {
 const REBALANCE_ERRORS = new Set(['REBALANCE_IN_PROGRESS', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID']);
 // A proxy: it takes up the real tracer whenever a tracing SDK registers one.
 const tracer = trace.getTracer('ctxflow/kafka');
+// What the global proxy delegates to until a tracing SDK registers a provider.
+const NO_TRACER_PROVIDER = new ProxyTracerProvider().getDelegate();
+
+/** Whether a tracing SDK is registered: without one a span is a no-op object, not worth making per message. */
+function tracing(): boolean {
+  const provider = trace.getTracerProvider();
+  return !(provider instanceof ProxyTracerProvider) || provider.getDelegate() !== NO_TRACER_PROVIDER;
+}
 // The context of each message of a batch handed whole to an unchanged eachBatch handler (init()).
 const contexts = new WeakMap<KafkaMessage, Context>();
 
@@ -215,6 +296,16 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
     trustInbound: options.trustInbound,
   };
   const deadLetterInbound: InboundOptions = { ...inbound, trustInbound: false };
+  // The metric attributes of each topic, made once (hopAttributes builds a key per call).
+  const topicAttributes = new Map<string, Attributes>();
+  const attributesOf = (topic: string): Attributes => {
+    let attributes = topicAttributes.get(topic);
+    if (attributes === undefined) {
+      attributes = hopAttributes(KAFKA, topic);
+      topicAttributes.set(topic, attributes);
+    }
+    return attributes;
+  };
   // `ended`: handed to the handler in its context already ended.
   const onExpired: ExpiryPolicy | 'ended' =
     unchanged && options.deadLetterTopic === undefined ? 'ended' : (options.onExpired ?? 'dead-letter');
@@ -222,6 +313,9 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
   const heartbeatMs = options.heartbeatIntervalMs ?? 1000;
   const deadLetterTopic = options.deadLetterTopic ?? ((topic: string) => `${topic}.dead-letter`);
   const running = new Set<Running>();
+  // The heartbeat timer's ticks so far: work started at tick n has run at least one whole interval
+  // by tick n + 2, and no clock is read per message.
+  let ticks = 0;
   let groupId = '';
   let beat: NodeJS.Timeout | undefined;
   let unsubscribe: (() => void) | undefined;
@@ -239,7 +333,7 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
   // have run longer than the interval (kafkajs only heartbeats between messages), which also
   // notices a rebalance.
   const heartbeatLongRunning = () => {
-    const due = performance.now() - heartbeatMs;
+    const due = ++ticks - 2;
     for (const entry of running) {
       if (entry.since > due || entry.heartbeat === undefined) continue;
       entry.heartbeat().catch((error: { type?: string }) => {
@@ -330,19 +424,27 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
     base: OtelContext,
     traced: boolean,
   ): Arrival {
-    const headers = message.headers ?? {};
+    const headers = message.headers;
     // A dead letter's request has ended by definition: its handling is not expired or cancelled again.
-    const deadLetter = headers[DEAD_LETTER_AT_HEADER] !== undefined;
-    const requestId = deadLetter ? undefined : decodeRequestId(headersGetter.get(headers, REQUEST_ID_HEADER));
+    const deadLetter = headers?.[DEAD_LETTER_AT_HEADER] !== undefined;
+    const requestId =
+      deadLetter || headers?.[REQUEST_ID_HEADER] === undefined
+        ? undefined
+        : decodeRequestId(headersGetter.get(headers, REQUEST_ID_HEADER));
     const options = deadLetter ? deadLetterInbound : inbound;
-    const accepted = () => acceptInbound(headers, headersGetter, options, undefined, KAFKA, topic);
-    const call = base === otel.active() ? accepted() : otel.with(base, accepted);
+    const call =
+      base === otel.active()
+        ? acceptInbound(message, recordGetter, options)
+        : otel.with(base, acceptInbound, undefined, message, recordGetter, options);
+    call.attributes = attributesOf(topic);
     // kafkajs instrumentation already runs eachMessage under a process span of its own: ours go
     // on it, and it ends it.
     const theirs = trace.getSpan(base);
     const instrumented = theirs !== undefined;
-    const span = traced ? (theirs ?? startSpan(topic, partition, message, call.otelContext)) : undefined;
-    return { topic, partition, message, requestId, call, span, instrumented, expired: false };
+    const span = !traced
+      ? undefined
+      : (theirs ?? (tracing() ? startSpan(topic, partition, message, call.otelContext) : undefined));
+    return new Arrival(topic, partition, message, requestId, call, span, instrumented);
   }
 
   /**
@@ -354,7 +456,8 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
     const { call, requestId } = arrival;
     const cancelled = requestId === undefined ? undefined : bus?.cancelled(requestId);
     const ctx = call.ctx;
-    if (cancelled === undefined && !ctx.done) return undefined;
+    // Expired in the queue: judged at its arrival, the instant its deadline was computed at.
+    if (cancelled === undefined && call.budgetMs !== 0) return undefined;
     const cause = cancelled ?? ctx.cause ?? { code: 'deadline_exceeded' };
     if (cancelled === undefined) arrival.span?.setAttribute(ATTR_BUDGET_ARRIVAL, 0);
     if (onExpired === 'ended' || (onExpired === 'process' && cancelled === undefined)) {
@@ -384,95 +487,145 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
     return outcome;
   }
 
-  /** Registers work as running in `ctx` until its `finish`, which calls `end`. */
-  function begin(
-    ctx: CancelableContext,
-    requestId: string | undefined,
-    heartbeat: (() => Promise<void>) | undefined,
-    end: () => void,
-  ): Running {
-    const entry: Running = {
-      ctx,
-      requestId,
-      heartbeat,
-      since: performance.now(),
-      redeliver: false,
-      finish() {
-        running.delete(entry);
-        end();
-      },
-    };
-    running.add(entry);
-    return entry;
-  }
-
-  /** Registers a message handed over as running, traced; its finish counts its context's end if that came first. */
-  function beginMessage(arrival: Arrival, heartbeat: (() => Promise<void>) | undefined): Running {
-    const { call, span } = arrival;
-    call.trace(span);
+  /** Registers a message handed over as running, traced, until its `finish`. */
+  function beginMessage(arrival: Arrival, heartbeat: (() => Promise<void>) | undefined): void {
     // Handed over in a context already ended (under init() with no dead-letter topic): counted as
     // `expired` in the Kafka metric, not again as an end of work.
-    const endedOnArrival = arrival.expired && onExpired === 'ended';
-    return begin(call.ctx, arrival.requestId, heartbeat, () => {
-      // Complete unless the context ended before the handler did: the release is no cancellation.
-      call.finish(endedOnArrival || !call.ctx.done);
-      if (!arrival.instrumented) span?.end();
-    });
+    arrival.endedOnArrival = arrival.expired && onExpired === 'ended';
+    arrival.begin(running, heartbeat, ticks);
   }
 
-  async function handle(delivery: Delivery): Promise<Outcome> {
-    if (coordinator === undefined) return handleAdmitted(delivery);
+  /**
+   * Handles one message: `handler` gets ctxflow's payload, or kafkajs's own (`unchanged`, init()'s
+   * eachMessage handlers).
+   */
+  function handle(
+    handler: AnyHandler,
+    unchangedPayload: EachMessagePayload | undefined,
+    topic: string,
+    partition: number,
+    message: KafkaMessage,
+    heartbeat: () => Promise<void>,
+    batch: Batch | undefined,
+  ): Promise<void> {
+    // Not an async function itself: without a shutdown, no promise of its own per message.
+    if (coordinator === undefined)
+      return handleAdmitted(
+        handler,
+        unchangedPayload,
+        topic,
+        partition,
+        message,
+        heartbeat,
+        batch,
+        undefined,
+      );
+    return handleUnlessShutDown(
+      coordinator,
+      handler,
+      unchangedPayload,
+      topic,
+      partition,
+      message,
+      heartbeat,
+      batch,
+    );
+  }
+
+  /** `handle` under a graceful shutdown: the message is admitted through it, or left for redelivery. */
+  async function handleUnlessShutDown(
+    shutdown: Shutdown,
+    handler: AnyHandler,
+    unchangedPayload: EachMessagePayload | undefined,
+    topic: string,
+    partition: number,
+    message: KafkaMessage,
+    heartbeat: () => Promise<void>,
+    batch: Batch | undefined,
+  ): Promise<void> {
     // A message not started before the shutdown began is left to the partition's next owner.
-    const admitted = coordinator.admit(background());
+    const admitted = shutdown.admit(background());
     if (admitted === undefined) throw new Redeliver('shutting down');
     try {
-      return await handleAdmitted(delivery, admitted.ctx);
+      await handleAdmitted(
+        handler,
+        unchangedPayload,
+        topic,
+        partition,
+        message,
+        heartbeat,
+        batch,
+        admitted.ctx,
+      );
     } finally {
       admitted.end();
     }
   }
 
   /** Handles one message; `admission`'s end (the shutdown's grace running out) stops its handler for redelivery. */
-  async function handleAdmitted(delivery: Delivery, admission?: Context): Promise<Outcome> {
-    const { handler, topic, partition, message, heartbeat, batch } = delivery;
+  async function handleAdmitted(
+    handler: AnyHandler,
+    unchangedPayload: EachMessagePayload | undefined,
+    topic: string,
+    partition: number,
+    message: KafkaMessage,
+    heartbeat: () => Promise<void>,
+    batch: Batch | undefined,
+    admission: Context | undefined,
+  ): Promise<void> {
     // In eachBatch the active context is kafkajs instrumentation's receive span, not the message's.
     const base = batch === undefined ? otel.active() : ROOT_CONTEXT;
     const arrival = accept(topic, partition, message, base, true);
     const refused = refuse(arrival);
-    if (refused !== undefined) return refused;
+    if (refused !== undefined) {
+      await refused;
+      return;
+    }
     const { call, requestId, expired, span } = arrival;
     const ctx = call.ctx;
-    const otelContext = span === undefined ? call.otelContext : trace.setSpan(call.otelContext, span);
-    const entry = beginMessage(arrival, heartbeat);
-    const unadmit = admission?.onDone((error) => stopOne(entry, error.cause));
+    // kafkajs instrumentation's span is in the active context already.
+    const otelContext =
+      span === undefined || arrival.instrumented ? call.otelContext : trace.setSpan(call.otelContext, span);
+    beginMessage(arrival, heartbeat);
+    const unadmit = admission?.onDone((error) => stopOne(arrival, error.cause));
+    const payload: MessagePayload | EachMessagePayload = unchangedPayload ?? {
+      topic,
+      partition,
+      message,
+      ctx,
+      requestId,
+      expired,
+      heartbeat,
+      batch,
+    };
     let attempts = 0;
     try {
       for (;;) {
         attempts++;
         try {
-          await otel.with(otelContext, () =>
-            handler({ topic, partition, message, ctx, requestId, expired, heartbeat, batch }),
-          );
-          span?.setStatus({ code: SpanStatusCode.OK });
-          span?.setAttribute(ATTR_OUTCOME, 'handled');
-          return 'handled';
+          await otel.with(otelContext, handler as (payload: object) => Promise<void>, undefined, payload);
+          if (span !== undefined) {
+            span.setStatus({ code: SpanStatusCode.OK });
+            span.setAttribute(ATTR_OUTCOME, 'handled');
+          }
+          return;
         } catch (error) {
           if (unchanged) throw error;
-          if (entry.redeliver) throw new Redeliver(`handler stopped: ${ctx.cause?.code}`);
+          if (arrival.redeliver) throw new Redeliver(`handler stopped: ${ctx.cause?.code}`);
           const cause = ctx.cause;
           if (cause !== undefined || attempts > retries) {
             span?.setStatus({ code: SpanStatusCode.ERROR, message: cause?.code ?? 'error' });
             await deadLetter(arrival, cause ?? { code: 'error' }, attempts);
             span?.setAttribute(ATTR_OUTCOME, 'dead-lettered');
-            return 'dead-lettered';
+            return;
           }
           await sleep(options.retryBackoffMs ?? 100, undefined, { signal: ctx.signal }).catch(() => {});
-          if (entry.redeliver) throw new Redeliver(`handler stopped: ${ctx.cause?.code}`);
+          if (arrival.redeliver) throw new Redeliver(`handler stopped: ${ctx.cause?.code}`);
         }
       }
     } finally {
       unadmit?.();
-      entry.finish();
+      arrival.finish();
     }
   }
 
@@ -500,7 +653,8 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
           continue;
         }
         live.push(message);
-        entries.push(beginMessage(arrival, undefined));
+        beginMessage(arrival, undefined);
+        entries.push(arrival);
         contexts.set(message, arrival.call.ctx);
         deadline = Math.min(deadline, arrival.call.ctx.deadline ?? Infinity);
       }
@@ -511,7 +665,7 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
       }
       const ctx = Number.isFinite(deadline) ? withDeadline(background(), deadline) : withCancel(background());
       // Not a message: its end is each message's, counted there.
-      entries.push(begin(ctx, undefined, payload.heartbeat, () => ctx.cancel()));
+      entries.push(new BatchRun(running, ctx, payload.heartbeat, ticks));
       const handed =
         live.length === batch.messages.length ? payload : { ...payload, batch: withMessages(batch, live) };
       await otel.with(setContext(otel.active(), ctx), () => handler(handed));
@@ -575,9 +729,16 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
     if (eachMessage !== undefined) {
       return inner.run({
         ...rest,
-        eachMessage: async ({ topic, partition, message, heartbeat }) => {
-          await life.handle({ handler: eachMessage, topic, partition, message, heartbeat, batch: undefined });
-        },
+        eachMessage: (payload) =>
+          life.handle(
+            eachMessage,
+            undefined,
+            payload.topic,
+            payload.partition,
+            payload.message,
+            payload.heartbeat,
+            undefined,
+          ),
       });
     }
     const perMessage = eachBatch as MessageHandler;
@@ -589,7 +750,7 @@ export function consumer(inner: Consumer, options: ConsumerOptions = {}): Contex
         const { topic, partition } = batch;
         for (const message of batch.messages) {
           if (!payload.isRunning() || payload.isStale()) return;
-          await life.handle({ handler: perMessage, topic, partition, message, heartbeat, batch });
+          await life.handle(perMessage, undefined, topic, partition, message, heartbeat, batch);
           payload.resolveOffset(message.offset);
           await payload.commitOffsetsIfNecessary();
           await heartbeat();
@@ -624,7 +785,15 @@ export function instrumentConsumer(
       ...config,
       ...(eachMessage && {
         eachMessage: (payload: EachMessagePayload) =>
-          life.handle({ ...payload, handler: () => eachMessage(payload), batch: undefined }).then(() => {}),
+          life.handle(
+            eachMessage,
+            payload,
+            payload.topic,
+            payload.partition,
+            payload.message,
+            payload.heartbeat,
+            undefined,
+          ),
       }),
       ...(eachBatch && { eachBatch: (payload: EachBatchPayload) => life.handleBatch(payload, eachBatch) }),
     });

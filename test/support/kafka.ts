@@ -71,6 +71,8 @@ export interface ReadMessage {
   offset: string;
   key: string | undefined;
   value: string | undefined;
+  /** The record's timestamp, epoch ms. */
+  timestamp: string;
   headers: Record<string, string | string[]>;
 }
 
@@ -89,6 +91,7 @@ function toRead(partition: number, message: KafkaMessage): ReadMessage {
     offset: message.offset,
     key: message.key?.toString(),
     value: message.value?.toString(),
+    timestamp: message.timestamp,
     headers: stringHeaders(message.headers),
   };
 }
