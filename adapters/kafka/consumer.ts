@@ -146,8 +146,45 @@ interface Running {
   /** The heartbeat timer's tick when it started: due a heartbeat two ticks on. */
   readonly since: number;
   redeliver: boolean;
+  /** Its index in `RunningWork` while it is there, else -1. */
+  slot: number;
   /** Ends its tracking once its work is over: counted, untraced, its context released. */
   finish(): void;
+}
+
+/**
+ * The work running now: an array in which each entry knows its index, so that adding and removing
+ * one costs no hashing (a Set gives each message an identity hash, and rehashes as entries come
+ * and go, on the path of every message).
+ */
+class RunningWork {
+  readonly #entries: Running[] = [];
+
+  get size(): number {
+    return this.#entries.length;
+  }
+
+  add(entry: Running): void {
+    entry.slot = this.#entries.length;
+    this.#entries.push(entry);
+  }
+
+  /** Takes `entry` out, the last entry moving into its place; nothing when it is not there. */
+  delete(entry: Running): void {
+    const slot = entry.slot;
+    if (slot < 0) return;
+    const last = this.#entries.pop() as Running;
+    if (last !== entry) {
+      this.#entries[slot] = last;
+      last.slot = slot;
+    }
+    entry.slot = -1;
+  }
+
+  /** A copy to iterate: stopping or heartbeating an entry must not move the others under the loop. */
+  list(): Running[] {
+    return this.#entries.slice();
+  }
 }
 
 type Outcome = 'handled' | 'skipped' | 'dead-lettered';
@@ -176,7 +213,8 @@ class Arrival implements Running {
   heartbeat: (() => Promise<void>) | undefined = undefined;
   since = 0;
   redeliver = false;
-  #running: Set<Running> | undefined = undefined;
+  slot = -1;
+  #running: RunningWork | undefined = undefined;
 
   constructor(
     topic: string,
@@ -201,7 +239,7 @@ class Arrival implements Running {
   }
 
   /** Registers the message as running in `running` since tick `since`, traced, until `finish`. */
-  begin(running: Set<Running>, heartbeat: (() => Promise<void>) | undefined, since: number): void {
+  begin(running: RunningWork, heartbeat: (() => Promise<void>) | undefined, since: number): void {
     this.call.trace(this.span);
     this.heartbeat = heartbeat;
     this.since = since;
@@ -225,9 +263,10 @@ class BatchRun implements Running {
   readonly heartbeat: () => Promise<void>;
   readonly since: number;
   redeliver = false;
-  readonly #running: Set<Running>;
+  slot = -1;
+  readonly #running: RunningWork;
 
-  constructor(running: Set<Running>, ctx: CancelableContext, heartbeat: () => Promise<void>, since: number) {
+  constructor(running: RunningWork, ctx: CancelableContext, heartbeat: () => Promise<void>, since: number) {
     this.ctx = ctx;
     this.heartbeat = heartbeat;
     this.since = since;
@@ -312,7 +351,7 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
   const retries = unchanged ? 0 : (options.retries ?? 2);
   const heartbeatMs = options.heartbeatIntervalMs ?? 1000;
   const deadLetterTopic = options.deadLetterTopic ?? ((topic: string) => `${topic}.dead-letter`);
-  const running = new Set<Running>();
+  const running = new RunningWork();
   // The heartbeat timer's ticks so far: work started at tick n has run at least one whole interval
   // by tick n + 2, and no clock is read per message.
   let ticks = 0;
@@ -321,7 +360,7 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
   let unsubscribe: (() => void) | undefined;
 
   function stopAll(cause: Cause): void {
-    for (const entry of running) stopOne(entry, cause);
+    for (const entry of running.list()) stopOne(entry, cause);
   }
 
   function stopOne(entry: Running, cause: Cause): void {
@@ -334,7 +373,7 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
   // notices a rebalance.
   const heartbeatLongRunning = () => {
     const due = ++ticks - 2;
-    for (const entry of running) {
+    for (const entry of running.list()) {
       if (entry.since > due || entry.heartbeat === undefined) continue;
       entry.heartbeat().catch((error: { type?: string }) => {
         if (REBALANCE_ERRORS.has(error?.type ?? '')) stopAll({ code: 'rebalance' });
@@ -352,7 +391,7 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
   /** Before each run: the bus read to its end, its cancels listened to, the heartbeat timer. */
   async function start(): Promise<void> {
     unsubscribe ??= bus?.onCancel((requestId, cause, publishedAt) => {
-      for (const entry of running) {
+      for (const entry of running.list()) {
         if (entry.requestId !== requestId) continue;
         entry.ctx.cancel(cause);
         // From the cancel's publication to the running handler's abort, on this instance.
