@@ -189,6 +189,8 @@ class RunningWork {
 
 type Outcome = 'handled' | 'skipped' | 'dead-lettered';
 
+function noop(): void {}
+
 /** An unchanged kafkajs eachMessage handler (init()), or a handler of ctxflow's payload. */
 type AnyHandler = MessageHandler | ((payload: EachMessagePayload) => Promise<void>);
 
@@ -602,7 +604,7 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
   }
 
   /** Handles one message; `admission`'s end (the shutdown's grace running out) stops its handler for redelivery. */
-  async function handleAdmitted(
+  function handleAdmitted(
     handler: AnyHandler,
     unchangedPayload: EachMessagePayload | undefined,
     topic: string,
@@ -612,31 +614,48 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
     batch: Batch | undefined,
     admission: Context | undefined,
   ): Promise<void> {
-    // In eachBatch the active context is kafkajs instrumentation's receive span, not the message's.
-    const base = batch === undefined ? otel.active() : ROOT_CONTEXT;
-    const arrival = accept(topic, partition, message, base, true);
-    const refused = refuse(arrival);
-    if (refused !== undefined) {
-      await refused;
-      return;
+    // Not an async function: its frame, kept across the handler's await, would hold every local
+    // here. A throw is a rejection all the same.
+    try {
+      // In eachBatch the active context is kafkajs instrumentation's receive span, not the message's.
+      const base = batch === undefined ? otel.active() : ROOT_CONTEXT;
+      const arrival = accept(topic, partition, message, base, true);
+      const refused = refuse(arrival);
+      if (refused !== undefined) return refused.then(noop);
+      beginMessage(arrival, heartbeat);
+      const unadmit = admission === undefined ? undefined : stopOnEnd(admission, arrival);
+      const payload: MessagePayload | EachMessagePayload = unchangedPayload ?? {
+        topic,
+        partition,
+        message,
+        ctx: arrival.call.ctx,
+        requestId: arrival.requestId,
+        expired: arrival.expired,
+        heartbeat,
+        batch,
+      };
+      return runHandler(handler, arrival, payload, unadmit);
+    } catch (error) {
+      return Promise.reject(error);
     }
-    const { call, requestId, expired, span } = arrival;
-    const ctx = call.ctx;
+  }
+
+  /** Stops `arrival`'s handler, for redelivery, when `admission` ends; returns the undoing of that. */
+  function stopOnEnd(admission: Context, arrival: Arrival): () => void {
+    return admission.onDone((error) => stopOne(arrival, error.cause));
+  }
+
+  /** Runs the handler of a message handed over, retried after a failure, then dead-lettered; ends its tracking. */
+  async function runHandler(
+    handler: AnyHandler,
+    arrival: Arrival,
+    payload: object,
+    unadmit: (() => void) | undefined,
+  ): Promise<void> {
+    const { call, span } = arrival;
     // kafkajs instrumentation's span is in the active context already.
     const otelContext =
       span === undefined || arrival.instrumented ? call.otelContext : trace.setSpan(call.otelContext, span);
-    beginMessage(arrival, heartbeat);
-    const unadmit = admission?.onDone((error) => stopOne(arrival, error.cause));
-    const payload: MessagePayload | EachMessagePayload = unchangedPayload ?? {
-      topic,
-      partition,
-      message,
-      ctx,
-      requestId,
-      expired,
-      heartbeat,
-      batch,
-    };
     let attempts = 0;
     try {
       for (;;) {
@@ -649,23 +668,34 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
           }
           return;
         } catch (error) {
-          if (unchanged) throw error;
-          if (arrival.redeliver) throw new Redeliver(`handler stopped: ${ctx.cause?.code}`);
-          const cause = ctx.cause;
-          if (cause !== undefined || attempts > retries) {
-            span?.setStatus({ code: SpanStatusCode.ERROR, message: cause?.code ?? 'error' });
-            await deadLetter(arrival, cause ?? { code: 'error' }, attempts);
-            span?.setAttribute(ATTR_OUTCOME, 'dead-lettered');
-            return;
-          }
-          await sleep(options.retryBackoffMs ?? 100, undefined, { signal: ctx.signal }).catch(() => {});
-          if (arrival.redeliver) throw new Redeliver(`handler stopped: ${ctx.cause?.code}`);
+          if (!(await retrying(arrival, error, attempts))) return;
         }
       }
     } finally {
       unadmit?.();
       arrival.finish();
     }
+  }
+
+  /**
+   * After a failure of a message's handler: true to run it again (after the backoff); false once it
+   * is dead-lettered; throws for kafkajs (init()) and for redelivery (a rebalance or a stop).
+   */
+  async function retrying(arrival: Arrival, error: unknown, attempts: number): Promise<boolean> {
+    if (unchanged) throw error;
+    const { call, span } = arrival;
+    const ctx = call.ctx;
+    if (arrival.redeliver) throw new Redeliver(`handler stopped: ${ctx.cause?.code}`);
+    const cause = ctx.cause;
+    if (cause !== undefined || attempts > retries) {
+      span?.setStatus({ code: SpanStatusCode.ERROR, message: cause?.code ?? 'error' });
+      await deadLetter(arrival, cause ?? { code: 'error' }, attempts);
+      span?.setAttribute(ATTR_OUTCOME, 'dead-lettered');
+      return false;
+    }
+    await sleep(options.retryBackoffMs ?? 100, undefined, { signal: ctx.signal }).catch(() => {});
+    if (arrival.redeliver) throw new Redeliver(`handler stopped: ${ctx.cause?.code}`);
+    return true;
   }
 
   /**
