@@ -143,10 +143,7 @@ export function requestContexts(
       reply(res, error);
     });
     guard(res, call);
-    watchEnd(res, () => {
-      if (!res.writableFinished) callerGone(req, call);
-      routed(call, req).finish(res.writableFinished);
-    });
+    watchEnd(req, res, call);
     return call.otelContext;
   };
 }
@@ -179,30 +176,36 @@ function narrow(call: InboundCall, budgetMs: number | undefined): OtelContext | 
 }
 
 /**
- * Calls `ended` once the response is complete or its connection goes away first, whichever comes.
- * Listeners on `res` die with the request: nothing to remove there. On node:http the end is the
- * response's 'finish' and the caller going away its connection's 'close' (removed at 'finish'),
- * not a 'close' listener on the response: beside the one instrumentation-http puts there, a second
- * made every young-generation collection about twice as slow (measured: about 15 µs per request).
- * Either way first in line, so the cancellation is recorded before instrumentation-http ends the
- * server span on the response's 'close' (which Node emits from the connection's).
+ * Finishes the call once the response is complete or its connection goes away first, whichever
+ * comes (the caller gone, when the response was not complete), with one listener function per
+ * request. Listeners on `res` die with the request: nothing to remove there. On node:http the end
+ * is the response's 'finish' and the caller going away its connection's 'close' (removed at
+ * 'finish'), not a 'close' listener on the response: beside the one instrumentation-http puts
+ * there, a second made every young-generation collection about twice as slow (measured: about
+ * 15 µs per request). Either way first in line, so the cancellation is recorded before
+ * instrumentation-http ends the server span on the response's 'close' (which Node emits from the
+ * connection's).
  */
-function watchEnd(res: ServerResponse, ended: () => void): void {
+function watchEnd(req: IncomingMessage, res: ServerResponse, call: InboundCall): void {
   const socket = res.socket;
   // HTTP/2's compatibility response has a proxy of the session's socket: its own 'close' it is.
-  if (!(res instanceof http.ServerResponse) || socket === null) {
+  const onSocket = res instanceof http.ServerResponse && socket !== null;
+  let done = false;
+  const ended = (): void => {
+    if (done) return;
+    done = true;
+    if (onSocket) socket.removeListener('close', ended);
+    const complete = res.writableFinished;
+    const finished = routed(call, req);
+    if (!complete) finished.callerGone();
+    finished.finish(complete);
+  };
+  if (!onSocket) {
     addPlainListener(res, 'close', ended, true);
     return;
   }
-  let done = false;
-  const once = (): void => {
-    if (done) return;
-    done = true;
-    socket.removeListener('close', once);
-    ended();
-  };
-  socket.prependListener('close', once);
-  addPlainListener(res, 'finish', once, true);
+  socket.prependListener('close', ended);
+  addPlainListener(res, 'finish', ended, true);
 }
 
 /**
