@@ -550,19 +550,12 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
     batch: Batch | undefined,
   ): Promise<void> {
     // Not an async function itself: without a shutdown, no promise of its own per message.
-    if (coordinator === undefined)
-      return handleAdmitted(
-        handler,
-        unchangedPayload,
-        topic,
-        partition,
-        message,
-        heartbeat,
-        batch,
-        undefined,
-      );
-    return handleUnlessShutDown(
-      coordinator,
+    const admitted = coordinator?.admit(background());
+    // Under a graceful shutdown, a message not started before it began is left to the partition's next owner.
+    if (coordinator !== undefined && admitted === undefined) {
+      return Promise.reject(new Redeliver('shutting down'));
+    }
+    const handled = handleAdmitted(
       handler,
       unchangedPayload,
       topic,
@@ -570,37 +563,9 @@ function lifecycle(inner: Consumer, options: ConsumerOptions, wiring: Wiring) {
       message,
       heartbeat,
       batch,
+      admitted?.ctx,
     );
-  }
-
-  /** `handle` under a graceful shutdown: the message is admitted through it, or left for redelivery. */
-  async function handleUnlessShutDown(
-    shutdown: Shutdown,
-    handler: AnyHandler,
-    unchangedPayload: EachMessagePayload | undefined,
-    topic: string,
-    partition: number,
-    message: KafkaMessage,
-    heartbeat: () => Promise<void>,
-    batch: Batch | undefined,
-  ): Promise<void> {
-    // A message not started before the shutdown began is left to the partition's next owner.
-    const admitted = shutdown.admit(background());
-    if (admitted === undefined) throw new Redeliver('shutting down');
-    try {
-      await handleAdmitted(
-        handler,
-        unchangedPayload,
-        topic,
-        partition,
-        message,
-        heartbeat,
-        batch,
-        admitted.ctx,
-      );
-    } finally {
-      admitted.end();
-    }
+    return admitted === undefined ? handled : handled.finally(() => admitted.end());
   }
 
   /** Handles one message; `admission`'s end (the shutdown's grace running out) stops its handler for redelivery. */
